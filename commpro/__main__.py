@@ -1,0 +1,3 @@
+from commpro.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""The application factory: one aiohttp app, its resources in cleanup contexts."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from commpro import ops
+from commpro.appkeys import config_key, started_at_key, tasks_key
+from commpro.auth import auth_middleware
+from commpro.config import Config
+from commpro.db import pool_ctx
+from commpro.errors import error_middleware
+from commpro.logs import access_middleware
+from commpro.messages import webhooks as message_webhooks
+from commpro.twilio_gateway import TwilioGateway, twilio_ctx
+from commpro.webhooks import webhook_guard
+
+
+def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Application:
+    """Build the service. `twilio` replaces the gateway built from config (tests only)."""
+    app = web.Application(
+        # Outermost first: the access line sees the final status, errors are rendered before
+        # it, auth and the webhook guard run before any handler.
+        middlewares=[access_middleware, error_middleware, auth_middleware, webhook_guard],
+        client_max_size=config.server.max_body_bytes,
+    )
+    app[config_key] = config
+    app[tasks_key] = {}
+    app[started_at_key] = time.monotonic()
+    app.cleanup_ctx.append(pool_ctx)
+    app.cleanup_ctx.append(twilio_ctx(twilio))
+    app.add_routes(ops.routes)
+    app.add_routes(message_webhooks.routes)
+    if config.twilio.sandbox:
+        from commpro.sandbox import create_sandbox_app
+
+        app.add_subapp("/_sandbox", create_sandbox_app(config))
+    return app

@@ -1,0 +1,32 @@
+"""Every typed key of application and request state, in one place.
+
+Sub-applications read app state through `request.config_dict[key]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from aiohttp import web
+from multidict import MultiDictProxy
+
+if TYPE_CHECKING:
+    from commpro.config import Config
+    from commpro.sandbox.state import SandboxState
+    from commpro.twilio_gateway import TwilioGateway
+
+config_key = web.AppKey("config_key", "Config")
+pool_key = web.AppKey("pool_key", asyncpg.Pool)
+twilio_key = web.AppKey("twilio_key", "TwilioGateway")
+# Background tasks by name, for shutdown and for /status.
+tasks_key = web.AppKey("tasks_key", dict[str, asyncio.Task])
+started_at_key = web.AppKey("started_at_key", float)
+sandbox_state_key = web.AppKey("sandbox_state_key", "SandboxState")
+
+request_id_key = web.RequestKey("request_id_key", str)
+# The verified JWT claims of the caller; absent on routes that need no JWT.
+claims_key = web.RequestKey("claims_key", dict[str, Any])
+# The form Twilio posted, read once by the webhook guard.
+webhook_form_key = web.RequestKey("webhook_form_key", MultiDictProxy[str])

@@ -1,0 +1,45 @@
+"""Background loops, each in a cleanup context of its own.
+
+A loop logs and survives the failure of one iteration; cancellation (shutdown) ends it, and the
+context awaits it before the pool and the Twilio client close underneath it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from commpro.appkeys import tasks_key
+
+log = structlog.get_logger("commpro.background")
+
+Job = Callable[[web.Application], Awaitable[None]]
+
+
+def periodic(name: str, interval_s: float, job: Job) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context that runs `job(app)` every `interval_s` seconds until shutdown."""
+
+    async def loop(app: web.Application) -> None:
+        while True:
+            try:
+                await job(app)
+            except Exception:
+                log.exception("background_iteration_failed", task=name)
+            await asyncio.sleep(interval_s)
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(loop(app), name=name)
+        app[tasks_key][name] = task
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            log.info("background_stopped", task=name)
+
+    return ctx

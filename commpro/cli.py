@@ -1,0 +1,271 @@
+"""`commpro` (also `python -m commpro`): serve, migrate, numbers, token, sandbox."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import dataclasses
+import json
+import mimetypes
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import phonenumbers
+import structlog
+
+from commpro.config import Config, ConfigError, load_config
+
+log = structlog.get_logger("commpro.cli")
+DEMO_NUMBERS = ("+15005550006", "+15005550010")
+
+
+class CliError(Exception):
+    """A failure to report in one line, without a traceback."""
+
+
+def e164(value: str) -> str:
+    """argparse type: a valid E.164 number, normalised."""
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an E.164 number (+ and country code)") from None
+    if not phonenumbers.is_possible_number(parsed):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a possible phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def with_database(config: Config) -> Config:
+    """The config with a database URL: the given one, or the embedded server's."""
+    if config.database.url:
+        return config
+    from commpro.embedded import embedded_database_url
+
+    url = embedded_database_url(config.data_dir)
+    return dataclasses.replace(config, database=dataclasses.replace(config.database, url=url))
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+def cmd_serve(config: Config, args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from commpro.app import create_app
+    from commpro.logs import configure_logging
+
+    configure_logging(config.log.level)
+    for notice in config.notices:
+        log.warning("config_notice", notice=notice)
+    config = with_database(config)
+    app = create_app(config)
+    app.cleanup_ctx.append(_banner_ctx)
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is pinned, but the service runs without it
+        loop = asyncio.new_event_loop()
+    web.run_app(
+        app, host=config.server.host, port=config.server.port, loop=loop,
+        shutdown_timeout=config.server.shutdown_timeout_s, access_log=None, print=None,
+    )
+    log.info("shutdown_complete")
+
+
+async def _banner_ctx(app) -> AsyncIterator[None]:
+    """Once the pool is up: in sandbox mode, a demo user with numbers and a token; then the URL."""
+    from commpro.appkeys import config_key, pool_key
+    from commpro.auth import mint_token
+    from commpro.errors import Conflict
+    from commpro.numbers.store import insert_number
+
+    config: Config = app[config_key]
+    lines = [f"CommPro {config.app.env} on {config.local_base_url} (public: {config.server.public_base_url})"]
+    if config.twilio.sandbox:
+        user = config.sandbox.demo_user
+        numbers = []
+        async with app[pool_key].acquire() as conn:
+            for number in DEMO_NUMBERS:
+                try:
+                    async with conn.transaction():
+                        await insert_number(conn, user, number, identity=user)
+                    numbers.append(number)
+                except Conflict:
+                    pass  # taken by a user of yours: not a demo number any more
+        lines += [
+            "Twilio: the local sandbox (no Twilio account needed)",
+            f"Demo user {user!r}, numbers: {', '.join(numbers) or 'none free'}",
+            f"Token: {mint_token(config, user)}",
+            f"Try:   curl -H 'Authorization: Bearer <token>' {config.local_base_url}/status",
+        ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    yield
+
+
+# -- migrate, numbers, token -------------------------------------------------------------------
+
+
+async def _with_conn(config: Config, fn):
+    from commpro.db import create_pool, migrate
+
+    pool = await create_pool(config.database.url, min_size=1, max_size=1,
+                             timeout_s=config.database.connect_timeout_s)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+            return await fn(conn)
+    finally:
+        await pool.close()
+
+
+def cmd_migrate(config: Config, args: argparse.Namespace) -> None:
+    from commpro.db import create_pool, migrate
+
+    async def run() -> list[str]:
+        pool = await create_pool(with_database(config).database.url, min_size=1, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                return await migrate(conn)
+        finally:
+            await pool.close()
+
+    applied = asyncio.run(run())
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+
+
+def _number_json(row) -> dict:
+    return {
+        "id": str(row["id"]), "userId": row["user_id"], "number": row["e164"],
+        "identity": row["identity"], "forwardTo": row["forward_to"], "routing": row["routing"],
+    }
+
+
+def cmd_numbers_add(config: Config, args: argparse.Namespace) -> None:
+    from commpro.errors import Conflict
+    from commpro.numbers.store import insert_number
+
+    async def add(conn):
+        async with conn.transaction():
+            return await insert_number(conn, args.user_id, args.number,
+                                       identity=args.identity, forward_to=args.forward_to)
+
+    try:
+        row = asyncio.run(_with_conn(with_database(config), add))
+    except Conflict as exc:
+        raise CliError(exc.message) from None
+    print(json.dumps(_number_json(row)))
+
+
+def cmd_numbers_list(config: Config, args: argparse.Namespace) -> None:
+    from commpro.numbers.store import list_numbers
+
+    rows = asyncio.run(_with_conn(with_database(config), lambda conn: list_numbers(conn, args.user)))
+    for row in rows:
+        print(json.dumps(_number_json(row)))
+
+
+def cmd_token(config: Config, args: argparse.Namespace) -> None:
+    from commpro.auth import mint_token
+
+    try:
+        print(mint_token(config, args.user_id, args.ttl))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+# -- sandbox -----------------------------------------------------------------------------------
+
+
+def _sandbox_post(config: Config, path: str, payload: dict) -> dict:
+    import aiohttp
+
+    if not config.twilio.sandbox:
+        raise CliError("the sandbox runs only when no Twilio credentials are set (development)")
+    url = f"{config.local_base_url}/_sandbox{path}"
+    auth = aiohttp.encode_basic_auth(config.twilio.account_sid, config.twilio.auth_token)
+
+    async def post() -> dict:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, json=payload, headers={"Authorization": auth},
+                                    timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                if resp.status != 200:
+                    raise CliError(f"the sandbox answered {resp.status}: {await resp.text()}")
+                return await resp.json()
+
+    try:
+        return asyncio.run(post())
+    except (aiohttp.ClientError, OSError) as exc:
+        raise CliError(f"cannot reach the sandbox at {url} ({type(exc).__name__}): is `make run` running?") from None
+
+
+def cmd_sandbox_sms(config: Config, args: argparse.Namespace) -> None:
+    media = []
+    for path in args.media or []:
+        data = Path(path).read_bytes()
+        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        media.append({"contentType": content_type, "dataBase64": base64.b64encode(data).decode()})
+    result = _sandbox_post(config, "/simulate/sms",
+                           {"from": args.from_, "to": args.to, "body": args.body, "media": media})
+    print(json.dumps(result, indent=2))
+
+
+def cmd_sandbox_call(config: Config, args: argparse.Namespace) -> None:
+    result = _sandbox_post(config, "/simulate/call", {"from": args.from_, "to": args.to})
+    print(json.dumps(result, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="commpro", description="CommPro backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve the API, the webhooks (and the sandbox in development)")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("migrate", help="apply the database migrations that are not applied yet")
+    p.set_defaults(func=cmd_migrate)
+
+    numbers = sub.add_parser("numbers", help="phone numbers owned by users").add_subparsers(
+        dest="numbers_command", required=True)
+    p = numbers.add_parser("add", help="give a phone number to a user")
+    p.add_argument("user_id", metavar="USER_ID", help="the user (the JWT sub)")
+    p.add_argument("number", metavar="+E164", type=e164)
+    p.add_argument("--forward-to", type=e164, metavar="+E164", help="a phone that rings for this number")
+    p.add_argument("--identity", metavar="NAME", help="the app identity that rings (client:NAME)")
+    p.set_defaults(func=cmd_numbers_add)
+    p = numbers.add_parser("list", help="list numbers")
+    p.add_argument("--user", metavar="USER_ID", help="only this user's numbers")
+    p.set_defaults(func=cmd_numbers_list)
+
+    p = sub.add_parser("token", help="print a JWT for a user (HS256, for local use)")
+    p.add_argument("user_id", metavar="USER_ID")
+    p.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime (default auth.dev_token_ttl_s)")
+    p.set_defaults(func=cmd_token)
+
+    sandbox = sub.add_parser("sandbox", help="simulate inbound traffic through the local sandbox").add_subparsers(
+        dest="sandbox_command", required=True)
+    p = sandbox.add_parser("sms", help="an SMS/MMS to one of your numbers, through the signed webhook")
+    p.add_argument("--from", dest="from_", required=True, type=e164, metavar="+E164")
+    p.add_argument("--to", required=True, type=e164, metavar="+E164")
+    p.add_argument("--body", default="", help="the text")
+    p.add_argument("--media", action="append", metavar="FILE", help="attach a file (repeatable)")
+    p.set_defaults(func=cmd_sandbox_sms)
+    p = sandbox.add_parser("call", help="a call to one of your numbers, through the signed webhook")
+    p.add_argument("--from", dest="from_", required=True, type=e164, metavar="+E164")
+    p.add_argument("--to", required=True, type=e164, metavar="+E164")
+    p.set_defaults(func=cmd_sandbox_call)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config()
+        args.func(config, args)
+    except ConfigError as exc:
+        print(f"commpro: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (CliError, ConnectionError) as exc:
+        print(f"commpro: {exc}", file=sys.stderr)
+        return 1
+    return 0

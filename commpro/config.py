@@ -1,0 +1,437 @@
+"""Settings: config.toml with safe defaults, environment variables on top, frozen dataclasses.
+
+Precedence, lowest first: the dataclass defaults, config.toml, COMMPRO_<SECTION>_<KEY>, then the
+Railway-style names in ENV_NAMES. Every value is converted to its field's type; a bad value stops
+start-up with a ConfigError naming the variable or key.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import secrets
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = REPO_ROOT / "config.toml"
+ALLOWED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"})
+LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+
+
+class ConfigError(Exception):
+    """An invalid or missing setting; the message names every key at fault."""
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    env: str = "development"
+    data_dir: str = ".commpro"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    public_base_url: str = ""
+    max_body_bytes: int = 6 * 1024 * 1024
+    webhook_max_body_bytes: int = 64 * 1024
+    shutdown_timeout_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = field(default="", repr=False)
+    pool_min: int = 1
+    pool_max: int = 10
+    connect_timeout_s: float = 5.0
+    command_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    jwt_secret: str = field(default="", repr=False)
+    jwt_public_key: str = field(default="", repr=False)
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    leeway_s: int = 30
+    dev_token_ttl_s: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    account_sid: str = ""
+    auth_token: str = field(default="", repr=False)
+    api_base_url: str = ""
+    insights_base_url: str = ""
+    timeout_s: float = 10.0
+    # Set by the loader: True when no credentials were given in development, so the local
+    # sandbox stands in for Twilio. Not a key of config.toml.
+    sandbox: bool = False
+
+
+@dataclass(frozen=True)
+class CryptoSettings:
+    master_key: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    ring_after_s: float = 1.0
+    answer_after_s: float = 2.0
+    call_duration_s: int = 5
+    message_step_s: float = 0.5
+    summary_partial_after_s: float = 10.0
+    summary_complete_after_s: float = 60.0
+    demo_user: str = "demo"
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    first_fetch_after_s: int = 120
+    poll_interval_s: int = 60
+    complete_after_s: int = 1800
+    give_up_after_s: int = 7200
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class Config:
+    app: AppSettings = AppSettings()
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    auth: AuthSettings = AuthSettings()
+    twilio: TwilioSettings = TwilioSettings()
+    crypto: CryptoSettings = CryptoSettings()
+    log: LogSettings = LogSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+    quality: QualitySettings = QualitySettings()
+    # Warnings to log once logging is up (generated dev secrets, ...).
+    notices: tuple[str, ...] = ()
+
+    @property
+    def production(self) -> bool:
+        return self.app.env == "production"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.app.data_dir)
+
+    @property
+    def local_base_url(self) -> str:
+        """How this process reaches itself (the sandbox is mounted on the same server)."""
+        host = self.server.host if self.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://{host}:{self.server.port}"
+
+
+# The exact names operators (and Railway) use, mapped to section.key.
+ENV_NAMES: dict[str, tuple[str, str]] = {
+    "PORT": ("server", "port"),
+    "HOST": ("server", "host"),
+    "PUBLIC_BASE_URL": ("server", "public_base_url"),
+    "DATABASE_URL": ("database", "url"),
+    "JWT_SECRET": ("auth", "jwt_secret"),
+    "JWT_PUBLIC_KEY": ("auth", "jwt_public_key"),
+    "JWT_ALGORITHMS": ("auth", "jwt_algorithms"),
+    "JWT_AUDIENCE": ("auth", "jwt_audience"),
+    "JWT_ISSUER": ("auth", "jwt_issuer"),
+    "TWILIO_ACCOUNT_SID": ("twilio", "account_sid"),
+    "TWILIO_AUTH_TOKEN": ("twilio", "auth_token"),
+    "TWILIO_API_BASE_URL": ("twilio", "api_base_url"),
+    "TWILIO_INSIGHTS_BASE_URL": ("twilio", "insights_base_url"),
+    "COMMPRO_MASTER_KEY": ("crypto", "master_key"),
+    "COMMPRO_ENV": ("app", "env"),
+    "LOG_LEVEL": ("log", "level"),
+}
+# Read by load_config itself, not settings.
+META_ENV_NAMES = frozenset({"COMMPRO_CONFIG"})
+# Fields the loader derives; neither config.toml nor the environment may set them.
+DERIVED = frozenset({("twilio", "sandbox")})
+
+_SECTIONS: dict[str, type] = {
+    f.name: typing.get_type_hints(Config)[f.name]
+    for f in dataclasses.fields(Config)
+    if f.name != "notices"
+}
+
+
+def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load settings; raise ConfigError naming every bad key.
+
+    `env` defaults to os.environ; tests pass their own mapping.
+    """
+    env = os.environ if env is None else env
+    path = Path(path or env.get("COMMPRO_CONFIG") or DEFAULT_CONFIG_PATH)
+    raw, origin = _read_toml(path)
+    _overlay_env(raw, origin, env)
+
+    errors: list[str] = []
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        sections[name] = _build_section(cls, name, raw.get(name, {}), origin, errors)
+    if errors:
+        raise ConfigError("invalid configuration: " + "; ".join(errors))
+    config = Config(**sections)
+    config = _resolve_paths(config, path)
+    config = _validate(config, origin)
+    return _fill_secrets(config, origin)
+
+
+def _read_toml(path: Path) -> tuple[dict, dict]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw: dict[str, dict] = {}
+    origin: dict[tuple[str, str], str] = {}
+    for section, values in data.items():
+        if section not in _SECTIONS or not isinstance(values, dict):
+            raise ConfigError(f"{path}: unknown section [{section}]")
+        known = {f.name for f in dataclasses.fields(_SECTIONS[section])}
+        for key, value in values.items():
+            if key not in known or (section, key) in DERIVED:
+                raise ConfigError(f"{path}: unknown key {section}.{key}")
+            raw.setdefault(section, {})[key] = value
+            origin[(section, key)] = f"{section}.{key} in {path.name}"
+    return raw, origin
+
+
+def _overlay_env(raw: dict, origin: dict, env: Mapping[str, str]) -> None:
+    generic: list[tuple[str, str, str]] = []
+    for name, value in env.items():
+        if name in ENV_NAMES or name in META_ENV_NAMES or not name.startswith("COMMPRO_"):
+            continue
+        section, key = _split_generic(name)
+        generic.append((name, section, key))
+    # Generic names first, so the Railway-style names win when both are set.
+    for name, section, key in generic:
+        raw.setdefault(section, {})[key] = env[name]
+        origin[(section, key)] = name
+    for name, (section, key) in ENV_NAMES.items():
+        if name in env:
+            raw.setdefault(section, {})[key] = env[name]
+            origin[(section, key)] = name
+
+
+def _split_generic(name: str) -> tuple[str, str]:
+    rest = name[len("COMMPRO_") :].lower()
+    for section, cls in _SECTIONS.items():
+        if rest.startswith(section + "_"):
+            key = rest[len(section) + 1 :]
+            if key in {f.name for f in dataclasses.fields(cls)} and (section, key) not in DERIVED:
+                return section, key
+    raise ConfigError(f"{name}: unknown setting (expected COMMPRO_<SECTION>_<KEY>, see config.toml)")
+
+
+def _build_section(cls: type, section: str, values: dict, origin: dict, errors: list[str]):
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        where = origin.get((section, key), f"{section}.{key}")
+        try:
+            kwargs[key] = _convert(value, hints[key])
+        except ValueError as exc:
+            errors.append(f"{where}: {exc}")
+    return cls(**kwargs)
+
+
+def _convert(value: object, kind: object) -> object:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or isinstance(value, float):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {value!r}") from None
+    if kind is float:
+        try:
+            result = float(str(value).strip()) if not isinstance(value, bool) else None
+        except ValueError:
+            result = None
+        if result is None or result != result:  # NaN is not a setting
+            raise ValueError(f"expected a number, got {value!r}")
+        return result
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
+    if typing.get_origin(kind) is tuple or isinstance(kind, types.GenericAlias):
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, list):
+            items = [str(v) for v in value]
+        else:
+            raise ValueError(f"expected a list, got {value!r}")
+        return tuple(items)
+    raise ValueError(f"unsupported type {kind}")  # pragma: no cover - a bug in this module
+
+
+def _resolve_paths(config: Config, path: Path) -> Config:
+    data_dir = Path(config.app.data_dir)
+    if not data_dir.is_absolute():
+        data_dir = (path.parent / data_dir).resolve()
+    return dataclasses.replace(config, app=dataclasses.replace(config.app, data_dir=str(data_dir)))
+
+
+def _validate(config: Config, origin: dict) -> Config:
+    def where(section: str, key: str) -> str:
+        return origin.get((section, key), f"{section}.{key}")
+
+    errors = []
+    if config.app.env not in ("development", "production"):
+        errors.append(f"{where('app', 'env')}: expected development or production, got {config.app.env!r}")
+    if not 0 < config.server.port < 65536:
+        errors.append(f"{where('server', 'port')}: expected a port from 1 to 65535, got {config.server.port}")
+    for key in ("public_base_url",):
+        url = getattr(config.server, key)
+        if url and not url.startswith(("http://", "https://")):
+            errors.append(f"{where('server', key)}: expected an http(s) URL, got {url!r}")
+    for key in ("api_base_url", "insights_base_url"):
+        url = getattr(config.twilio, key)
+        if url and not url.startswith(("http://", "https://")):
+            errors.append(f"{where('twilio', key)}: expected an http(s) URL, got {url!r}")
+    bad_algs = [a for a in config.auth.jwt_algorithms if a not in ALLOWED_JWT_ALGORITHMS]
+    if bad_algs or not config.auth.jwt_algorithms:
+        errors.append(
+            f"{where('auth', 'jwt_algorithms')}: expected some of {sorted(ALLOWED_JWT_ALGORITHMS)}, "
+            f"got {list(config.auth.jwt_algorithms)}"
+        )
+    if config.log.level.upper() not in LOG_LEVELS:
+        errors.append(f"{where('log', 'level')}: expected one of {sorted(LOG_LEVELS)}, got {config.log.level!r}")
+    for section, key, value, low in (
+        ("database", "pool_min", config.database.pool_min, 0),
+        ("database", "pool_max", config.database.pool_max, 1),
+        ("twilio", "timeout_s", config.twilio.timeout_s, 0.001),
+        ("server", "max_body_bytes", config.server.max_body_bytes, 1024),
+        ("server", "webhook_max_body_bytes", config.server.webhook_max_body_bytes, 1024),
+        ("quality", "concurrency", config.quality.concurrency, 1),
+        ("auth", "leeway_s", config.auth.leeway_s, 0),
+    ):
+        if value < low:
+            errors.append(f"{where(section, key)}: must be at least {low}, got {value}")
+    if config.database.pool_min > config.database.pool_max:
+        errors.append(f"{where('database', 'pool_min')}: larger than database.pool_max")
+    if config.crypto.master_key:
+        try:
+            if len(base64.b64decode(config.crypto.master_key, validate=True)) != 32:
+                raise ValueError
+        except ValueError:
+            errors.append(f"{where('crypto', 'master_key')}: expected base64 of 32 bytes")
+    if errors:
+        raise ConfigError("invalid configuration: " + "; ".join(errors))
+    log = dataclasses.replace(config.log, level=config.log.level.upper())
+    server = config.server
+    if server.public_base_url.endswith("/"):
+        server = dataclasses.replace(server, public_base_url=server.public_base_url.rstrip("/"))
+    return dataclasses.replace(config, log=log, server=server)
+
+
+def _fill_secrets(config: Config, origin: dict) -> Config:
+    """Production refuses to start without its secrets; development generates them once."""
+    auth, twilio, crypto, server = config.auth, config.twilio, config.crypto, config.server
+    uses_hmac = any(a.startswith("HS") for a in auth.jwt_algorithms)
+    uses_keys = any(not a.startswith("HS") for a in auth.jwt_algorithms)
+    has_twilio = bool(twilio.account_sid or twilio.auth_token)
+    if config.production:
+        missing = []
+        if uses_hmac and not auth.jwt_secret:
+            missing.append("JWT_SECRET")
+        if uses_keys and not auth.jwt_public_key:
+            missing.append("JWT_PUBLIC_KEY")
+        if not crypto.master_key:
+            missing.append("COMMPRO_MASTER_KEY")
+        if not twilio.account_sid:
+            missing.append("TWILIO_ACCOUNT_SID")
+        if not twilio.auth_token:
+            missing.append("TWILIO_AUTH_TOKEN")
+        if not server.public_base_url:
+            missing.append("PUBLIC_BASE_URL")
+        if missing:
+            raise ConfigError("production needs these settings: " + ", ".join(missing))
+        return config
+
+    if uses_keys and not auth.jwt_public_key:
+        raise ConfigError(f"{origin.get(('auth', 'jwt_algorithms'), 'auth.jwt_algorithms')}: "
+                          "an RS/ES algorithm needs JWT_PUBLIC_KEY")
+    if twilio.account_sid and not twilio.auth_token or twilio.auth_token and not twilio.account_sid:
+        raise ConfigError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN go together")
+    notices = list(config.notices)
+    dev = _dev_secrets(config.data_dir, notices)
+    if uses_hmac and not auth.jwt_secret:
+        auth = dataclasses.replace(auth, jwt_secret=dev["jwt_secret"])
+    if not crypto.master_key:
+        crypto = dataclasses.replace(crypto, master_key=dev["master_key"])
+    if not has_twilio:
+        # No Twilio account: the sandbox, mounted on this server, plays Twilio.
+        local = config.local_base_url
+        twilio = dataclasses.replace(
+            twilio,
+            account_sid=dev["twilio_account_sid"],
+            auth_token=dev["twilio_auth_token"],
+            api_base_url=twilio.api_base_url or f"{local}/_sandbox/api",
+            insights_base_url=twilio.insights_base_url or f"{local}/_sandbox/insights",
+            sandbox=True,
+        )
+    if not server.public_base_url:
+        server = dataclasses.replace(server, public_base_url=config.local_base_url)
+    return dataclasses.replace(
+        config, auth=auth, twilio=twilio, crypto=crypto, server=server, notices=tuple(notices)
+    )
+
+
+def _dev_secrets(data_dir: Path, notices: list[str]) -> dict[str, str]:
+    path = data_dir / "dev-secrets.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc}); delete it to generate new dev secrets") from None
+    values = {
+        "jwt_secret": secrets.token_urlsafe(48),
+        "master_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "twilio_account_sid": "AC" + secrets.token_hex(16),
+        "twilio_auth_token": secrets.token_hex(16),
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Written aside then linked into place: when two processes start at once, one wins and the
+    # other reads the complete file, never a half-written one.
+    tmp = path.with_name(f".dev-secrets.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(values, f)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return json.loads(path.read_text())
+    finally:
+        tmp.unlink()
+    notices.append(
+        f"development secrets generated in {path}: never use them in production "
+        "(set COMMPRO_ENV=production and real secrets there)"
+    )
+    return values

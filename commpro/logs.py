@@ -1,0 +1,147 @@
+"""Structured JSON logs on stdout, redacted; the access line and the request id.
+
+Redaction happens in one processor that every line passes through, whether it comes from
+structlog or from a library's stdlib logger: secrets and message bodies are dropped by key, and
+phone numbers are masked to their last 4 digits wherever they appear.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any, TextIO
+
+import orjson
+import structlog
+from aiohttp import web
+
+from commpro.appkeys import claims_key, request_id_key
+
+log = structlog.get_logger("commpro.access")
+
+# Keys whose values never reach a log line, whatever they hold.
+_SECRET_KEYS = re.compile(
+    r"(token|secret|password|authorization|auth|signature|body|master_key|api_key|cookie|dsn)",
+    re.IGNORECASE,
+)
+_ALLOWED_KEYS = frozenset({"event", "level", "timestamp", "logger", "status", "duration_ms"})
+# E.164 as Twilio and our API write it, also URL-encoded (%2B) inside paths and queries.
+_PHONE = re.compile(r"(\+|%2B)(\d{3,11})(\d{4})(?!\d)", re.IGNORECASE)
+# A JWT (three base64url parts) anywhere in free text, e.g. inside a library's message.
+_JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
+_REQUEST_ID = re.compile(r"^[\w.:-]{1,128}$")
+
+
+def mask_phone(text: str) -> str:
+    """'+33612345678' -> '+*******5678': enough to tell numbers apart in logs."""
+
+    return _PHONE.sub(lambda m: m.group(1) + "*" * len(m.group(2)) + m.group(3), text)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_phone(_JWT.sub("[jwt]", value))
+    if isinstance(value, dict):
+        return {k: _redact_value(k, v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    if key in _ALLOWED_KEYS:
+        return value
+    if _SECRET_KEYS.search(key):
+        return "[redacted]"
+    return _scrub(value)
+
+
+def redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    exc = event.get("exception")
+    out = {k: _redact_value(k, v) for k, v in event.items() if k != "exception"}
+    if exc is not None:
+        out["exception"] = _scrub(exc)
+    return out
+
+
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """JSON lines on `stream` (stdout by default) for structlog and stdlib loggers alike.
+
+    structlog hands its events to stdlib logging, so one handler, one redaction and one JSON
+    renderer serve our lines and every library's.
+    """
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
+                structlog.processors.JSONRenderer(serializer=_json),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Our own access line replaces aiohttp's; twilio's client logs every request at INFO.
+    for name in ("aiohttp.access", "twilio", "pgserver"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _json(obj: Any, **_kw: Any) -> str:
+    return orjson.dumps(obj, default=str).decode()
+
+
+def _user_of(request: web.Request) -> str | None:
+    claims = request.get(claims_key)
+    return claims.get("sub") if claims else None
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """The request id (taken from X-Request-ID or made), echoed back, and one access line."""
+    incoming = request.headers.get("X-Request-ID", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request[request_id_key] = request_id
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-ID"] = request_id
+        return response
+    except web.HTTPException as exc:  # only redirects get here: errors are rendered inside
+        status = exc.status
+        exc.headers["X-Request-ID"] = request_id
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        log.info(
+            "request",
+            method=request.method,
+            route=resource.canonical if resource is not None else None,
+            path=request.path,
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            user=_user_of(request),
+            remote=request.remote,
+        )
+        structlog.contextvars.unbind_contextvars("request_id")

@@ -1,0 +1,1 @@
+"""Messaging: SMS and MMS, conversations, delivery status."""

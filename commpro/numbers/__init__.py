@@ -1,0 +1,1 @@
+"""Phone numbers owned by users, and their inbound routing."""

@@ -1,0 +1,78 @@
+"""Operations endpoints: liveness, readiness, and the service's dashboard."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from aiohttp import web
+
+from commpro import __version__
+from commpro.appkeys import config_key, pool_key, started_at_key, tasks_key, twilio_key
+from commpro.auth import auth_for_path
+from commpro.errors import ServiceUnavailable
+
+routes = web.RouteTableDef()
+READY_TIMEOUT_S = 2.0
+
+
+@routes.get("/healthz", name="healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _database_latency_ms(request: web.Request) -> float | None:
+    started = time.perf_counter()
+    try:
+        await request.config_dict[pool_key].fetchval("SELECT 1", timeout=READY_TIMEOUT_S)
+    except Exception:  # whatever the failure (refused, timed out, closed), it is not ready
+        return None
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+@routes.get("/readyz", name="readyz")
+async def readyz(request: web.Request) -> web.Response:
+    if await _database_latency_ms(request) is None:
+        raise ServiceUnavailable("The database is unreachable")
+    return web.json_response({"status": "ready"})
+
+
+@routes.get("/status", name="status")
+async def status(request: web.Request) -> web.Response:
+    app = request.app
+    config = request.config_dict[config_key]
+    twilio = request.config_dict[twilio_key]
+    latency = await _database_latency_ms(request)
+    tasks = request.config_dict.get(tasks_key, {})
+    return web.json_response(
+        {
+            "service": "commpro",
+            "version": __version__,
+            "environment": config.app.env,
+            "uptimeSec": round(time.monotonic() - request.config_dict[started_at_key], 1),
+            "database": {"ok": latency is not None, "latencyMs": latency},
+            "twilio": {"mode": twilio.mode},
+            "backgroundTasks": [
+                {"name": name, "running": not task.done()} for name, task in sorted(tasks.items())
+            ],
+            "endpoints": endpoint_table(app),
+        }
+    )
+
+
+def endpoint_table(app: web.Application) -> list[dict[str, str | None]]:
+    """Every route of the app and its sub-apps, with the auth each one needs."""
+    rows = []
+    for resource in app.router.resources():
+        if isinstance(resource, web.PrefixedSubAppResource):
+            # A sub-app's resources already carry its prefix.
+            rows.extend(endpoint_table(resource._app))
+            continue
+        path = resource.canonical
+        for route in resource:
+            if route.method == "HEAD":
+                continue
+            # Placeholders stand for one path segment when matching the auth patterns.
+            auth = auth_for_path(re.sub(r"\{[^}]+\}", "x", path))
+            rows.append({"method": route.method, "path": path, "name": route.name, "auth": auth})
+    return sorted(rows, key=lambda r: (r["path"], r["method"]))

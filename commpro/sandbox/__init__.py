@@ -1,0 +1,39 @@
+"""A local stand-in for Twilio, mounted at /_sandbox when no Twilio credentials are set.
+
+The real twilio client talks to it over HTTP (through `client.api.base_url` and
+`client.insights.base_url`), and it calls the service back with signed webhooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from commpro.appkeys import sandbox_state_key
+from commpro.config import Config
+from commpro.sandbox import api, simulate
+from commpro.sandbox.state import SandboxState
+
+
+def create_sandbox_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[api.basic_auth_middleware])
+    app[sandbox_state_key] = SandboxState(config)
+    app.add_routes(api.routes)
+    app.add_routes(simulate.routes)
+    app.cleanup_ctx.append(_session_ctx)
+    return app
+
+
+async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
+    state = app[sandbox_state_key]
+    state.session = aiohttp.ClientSession()
+    try:
+        yield
+    finally:
+        for task in list(state.tasks):
+            task.cancel()
+        await asyncio.gather(*state.tasks, return_exceptions=True)
+        await state.session.close()

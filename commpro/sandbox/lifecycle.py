@@ -1,0 +1,276 @@
+"""How the sandbox plays Twilio after a create call: signed callbacks, TwiML, recordings.
+
+Every request it sends to the service is signed with the account's auth token exactly as Twilio
+signs (twilio's RequestValidator.compute_signature over the URL and the sorted form), so the
+service's webhook guard sees no difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+import structlog
+from twilio.request_validator import RequestValidator
+
+from commpro.sandbox import magic
+from commpro.sandbox.state import (
+    API_VERSION,
+    SandboxCall,
+    SandboxMessage,
+    SandboxRecording,
+    SandboxState,
+    new_sid,
+    now,
+)
+
+log = structlog.get_logger("commpro.sandbox")
+TERMINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+# The verbs the sandbox understands; anything else makes the document invalid, as on Twilio.
+VERBS = frozenset({"Say", "Play", "Pause", "Hangup", "Reject", "Dial", "Record", "Redirect", "Gather"})
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+class InvalidTwiML(Exception):
+    pass
+
+
+@dataclass
+class PostResult:
+    status: int
+    text: str
+
+
+async def post_signed(state: SandboxState, url: str, params: dict[str, Any]) -> PostResult:
+    """POST a form to the service, signed like Twilio; never raises for HTTP or network errors."""
+    form = {k: str(v) for k, v in params.items() if v is not None}
+    signature = RequestValidator(state.config.twilio.auth_token).compute_signature(url, form)
+    headers = {"X-Twilio-Signature": signature, "User-Agent": "TwilioProxy/1.1 (commpro sandbox)"}
+    try:
+        async with state.session.post(url, data=form, headers=headers, timeout=HTTP_TIMEOUT) as resp:
+            return PostResult(resp.status, await resp.text())
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("sandbox_callback_failed", url=url, error=type(exc).__name__)
+        return PostResult(0, "")
+
+
+def parse_twiml(text: str) -> ET.Element:
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise InvalidTwiML(f"not XML: {exc}") from None
+    if root.tag != "Response":
+        raise InvalidTwiML(f"root element is <{root.tag}>, not <Response>")
+    for verb in root:
+        if verb.tag not in VERBS:
+            raise InvalidTwiML(f"unknown verb <{verb.tag}>")
+    return root
+
+
+def call_params(call: SandboxCall, **extra: Any) -> dict[str, Any]:
+    call.sequence += 1
+    return {
+        "AccountSid": call.account_sid,
+        "ApiVersion": API_VERSION,
+        "CallSid": call.sid,
+        "CallStatus": call.status,
+        "Called": call.to,
+        "Caller": call.from_,
+        "Direction": call.direction,
+        "From": call.from_,
+        "To": call.to,
+        "ParentCallSid": call.parent_sid,
+        "Timestamp": now().strftime("%a, %d %b %Y %H:%M:%S +0000"),
+        "SequenceNumber": call.sequence - 1,
+        "CallbackSource": "call-progress-events",
+        **extra,
+    }
+
+
+async def set_call_status(state: SandboxState, call: SandboxCall, status: str, event: str,
+                          **extra: Any) -> None:
+    # "initiated" is an event, not a state of the Call resource, which stays "queued" meanwhile.
+    call.status = "queued" if status == "initiated" else status
+    call.updated = now()
+    extra["CallStatus"] = status
+    if status == "in-progress":
+        call.start = call.updated
+    if status in TERMINAL:
+        call.end = call.updated
+        call.duration = call.duration or 0
+        extra.setdefault("CallDuration", call.duration)
+        if call.error_code:
+            extra.setdefault("ErrorCode", call.error_code)
+    if call.status_callback and event in call.status_events:
+        await post_signed(state, call.status_callback, call_params(call, **extra))
+
+
+def callee_answers(number: str) -> str:
+    """How the party at `number` responds: 'answer', 'busy' or 'no-answer'."""
+    if number == magic.BUSY:
+        return "busy"
+    if number == magic.NO_ANSWER:
+        return "no-answer"
+    return "answer"
+
+
+async def drive_call(state: SandboxState, call: SandboxCall) -> None:
+    """An outbound-api call: initiated, ringing, answered, its TwiML played, completed."""
+    s = state.config.sandbox
+    await set_call_status(state, call, "initiated", "initiated")
+    await asyncio.sleep(s.ring_after_s)
+    await set_call_status(state, call, "ringing", "ringing")
+    await asyncio.sleep(s.answer_after_s)
+    outcome = callee_answers(call.to)
+    if outcome != "answer":
+        await set_call_status(state, call, outcome, "completed")
+        return
+    call.status = "in-progress"
+    document = call.twiml
+    if document is None:
+        result = await post_signed(state, call.url or "", call_params(call))
+        if result.status != 200:
+            call.error_code = 11200  # HTTP retrieval failure
+            await set_call_status(state, call, "failed", "completed")
+            return
+        document = result.text
+    try:
+        root = parse_twiml(document)
+    except InvalidTwiML as exc:
+        log.info("sandbox_invalid_twiml", call_sid=call.sid, reason=str(exc))
+        call.error_code = 12100  # Document parse failure
+        await set_call_status(state, call, "failed", "completed")
+        return
+    await set_call_status(state, call, "in-progress", "answered")
+    await play(state, call, root, base_url=call.url or "")
+    call.duration = s.call_duration_s
+    await set_call_status(state, call, "completed", "completed")
+
+
+async def finish_inbound_call(state: SandboxState, call: SandboxCall, answer: PostResult,
+                              voice_url: str, status_url: str) -> None:
+    """After the voice webhook answered: play its TwiML, then end the call and report it."""
+    if answer.status != 200:
+        call.error_code = 11200  # HTTP retrieval failure
+    else:
+        try:
+            root = parse_twiml(answer.text)
+        except InvalidTwiML as exc:
+            log.info("sandbox_invalid_twiml", call_sid=call.sid, reason=str(exc))
+            call.error_code = 12100  # Document parse failure
+        else:
+            if root.find("Reject") is None:
+                call.status = "in-progress"
+                call.start = now()
+                await play(state, call, root, base_url=voice_url)
+                call.duration = state.config.sandbox.call_duration_s
+    status = "failed" if call.error_code else ("completed" if call.start else "busy")
+    call.status_callback, call.status_events = status_url, frozenset({"completed"})
+    await set_call_status(state, call, status, "completed")
+
+
+async def play(state: SandboxState, call: SandboxCall, root: ET.Element, base_url: str) -> None:
+    """Act out the verbs that reach the service again: <Dial> and <Record>."""
+    for verb in root:
+        if verb.tag in ("Hangup", "Reject"):
+            return
+        if verb.tag == "Record":
+            await record(state, call, verb, base_url)
+            return
+        if verb.tag == "Dial":
+            await dial(state, call, verb, base_url)
+            return
+
+
+async def record(state: SandboxState, call: SandboxCall, verb: ET.Element, base_url: str) -> None:
+    duration = min(int(verb.get("maxLength", "3600")), state.config.sandbox.call_duration_s)
+    rec = SandboxRecording(new_sid("RE"), call.sid, call.account_sid, duration)
+    state.recordings[rec.sid] = rec
+    api = state.config.twilio.api_base_url
+    action = urljoin(base_url, verb.get("action", "")) if verb.get("action") else None
+    if action:
+        await post_signed(state, action, call_params(
+            call,
+            RecordingSid=rec.sid,
+            RecordingUrl=f"{api}/{API_VERSION}/Accounts/{call.account_sid}/Recordings/{rec.sid}",
+            RecordingDuration=duration,
+            Digits="hangup",
+        ))
+
+
+async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element, base_url: str) -> None:
+    """One child leg per <Number> or <Client>; the first to answer wins, as on Twilio."""
+    targets = [(n.tag, (n.text or "").strip(), n) for n in verb if n.tag in ("Number", "Client")]
+    if not targets and (verb.text or "").strip():
+        targets = [("Number", verb.text.strip(), verb)]
+    dial_status, answered = "no-answer", None
+    for tag, target, noun in targets:
+        to = target if tag == "Number" else f"client:{target}"
+        leg = SandboxCall(new_sid("CA"), call.account_sid, verb.get("callerId") or call.from_, to,
+                          "outbound-dial", parent_sid=call.sid,
+                          status_callback=urljoin(base_url, noun.get("statusCallback", "")) or None,
+                          status_events=frozenset((noun.get("statusCallbackEvent") or "completed").split()))
+        state.calls[leg.sid] = leg
+        outcome, error = magic.DIAL_OUTCOMES.get(to, (callee_answers(to), None))
+        await set_call_status(state, leg, "initiated", "initiated")
+        await set_call_status(state, leg, "ringing", "ringing")
+        if outcome == "answer" and answered is None:
+            await set_call_status(state, leg, "in-progress", "answered")
+            leg.duration = state.config.sandbox.call_duration_s
+            await set_call_status(state, leg, "completed", "completed")
+            dial_status, answered = "completed", leg
+        else:
+            leg.error_code = error
+            await set_call_status(state, leg, outcome if outcome != "answer" else "canceled", "completed")
+            if dial_status != "completed":
+                dial_status = outcome if outcome != "answer" else dial_status
+    action = verb.get("action")
+    if action:
+        await post_signed(state, urljoin(base_url, action), call_params(
+            call,
+            DialCallStatus=dial_status,
+            DialCallSid=answered.sid if answered else None,
+            DialCallDuration=answered.duration if answered else 0,
+        ))
+
+
+async def drive_message(state: SandboxState, message: SandboxMessage) -> None:
+    """An outbound message: its media fetched, then sent and delivered (or failed)."""
+    step = state.config.sandbox.message_step_s
+    for url in message.media_urls:
+        try:
+            async with state.session.get(url, timeout=HTTP_TIMEOUT) as resp:
+                ok = resp.status == 200 and resp.content_type.startswith(("image/", "video/", "audio/"))
+                await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            ok = False
+        if not ok:
+            message.error_code, message.error_message = 12300, "Invalid Content-Type or unreachable media URL"
+            await set_message_status(state, message, "failed")
+            return
+    await asyncio.sleep(step)
+    message.sent = now()
+    await set_message_status(state, message, "sent")
+    await asyncio.sleep(step)
+    await set_message_status(state, message, "delivered")
+
+
+async def set_message_status(state: SandboxState, message: SandboxMessage, status: str) -> None:
+    message.status = status
+    message.updated = now()
+    if message.status_callback:
+        await post_signed(state, message.status_callback, {
+            "AccountSid": message.account_sid,
+            "ApiVersion": API_VERSION,
+            "MessageSid": message.sid,
+            "SmsSid": message.sid,
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "From": message.from_,
+            "To": message.to,
+            "ErrorCode": message.error_code,
+        })

@@ -1,0 +1,90 @@
+"""The sandbox's own controls: inbound traffic through the real, signed webhooks, and the
+account's state. Used by `commpro sandbox sms|call` and by the tests."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from aiohttp import web
+
+from commpro.appkeys import sandbox_state_key
+from commpro.sandbox.lifecycle import call_params, finish_inbound_call, post_signed
+from commpro.sandbox.state import API_VERSION, SandboxCall, SandboxMedia, SandboxMessage, new_sid
+
+routes = web.RouteTableDef()
+
+
+async def _json(request: web.Request, *required: str) -> dict:
+    try:
+        data = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(reason="expected a JSON object") from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(reason="expected a JSON object")
+    missing = [name for name in required if not isinstance(data.get(name), str) or not data[name]]
+    if missing:
+        raise web.HTTPBadRequest(reason="missing: " + ", ".join(missing))
+    return data
+
+
+@routes.post("/simulate/sms", name="sandbox_simulate_sms")
+async def simulate_sms(request: web.Request) -> web.Response:
+    """An SMS or MMS from `from` to one of the service's numbers: POST /webhook/sms, signed."""
+    state = request.app[sandbox_state_key]
+    data = await _json(request, "from", "to")
+    body = data.get("body") or ""
+    media_in = data.get("media") or []
+    sid = new_sid("MM" if media_in else "SM")
+    message = SandboxMessage(sid, state.account_sid, data["from"], data["to"], body, "inbound", status="received")
+    for item in media_in:
+        try:
+            content = base64.b64decode(item["dataBase64"], validate=True)
+            media = SandboxMedia(new_sid("ME"), sid, state.account_sid, str(item["contentType"]), content)
+        except (KeyError, TypeError, binascii.Error):
+            raise web.HTTPBadRequest(reason="media items are {contentType, dataBase64}") from None
+        message.media.append(media)
+        state.media[media.sid] = media
+    state.messages[sid] = message
+    api = state.config.twilio.api_base_url
+    params = {
+        "AccountSid": state.account_sid, "ApiVersion": API_VERSION, "MessageSid": sid, "SmsSid": sid,
+        "SmsMessageSid": sid, "SmsStatus": "received", "From": message.from_, "To": message.to,
+        "Body": body, "NumMedia": len(message.media), "NumSegments": message.json()["num_segments"],
+    }
+    for i, media in enumerate(message.media):
+        params[f"MediaUrl{i}"] = f"{api}/{API_VERSION}/Accounts/{state.account_sid}/Messages/{sid}/Media/{media.sid}"
+        params[f"MediaContentType{i}"] = media.content_type
+    url = state.config.server.public_base_url + "/webhook/sms"
+    result = await post_signed(state, url, params)
+    return web.json_response({"messageSid": sid, "webhook": {"url": url, "status": result.status,
+                                                             "response": result.text}})
+
+
+@routes.post("/simulate/call", name="sandbox_simulate_call")
+async def simulate_call(request: web.Request) -> web.Response:
+    """A call from `from` to one of the service's numbers: POST /webhook/voice, signed; the
+    rest of the call (its TwiML played, the status callback) follows in the background."""
+    state = request.app[sandbox_state_key]
+    data = await _json(request, "from", "to")
+    call = SandboxCall(new_sid("CA"), state.account_sid, data["from"], data["to"], "inbound", status="ringing")
+    state.calls[call.sid] = call
+    base = state.config.server.public_base_url
+    voice_url, status_url = base + "/webhook/voice", base + "/webhook/voice/status"
+    answer = await post_signed(state, voice_url, call_params(call))
+    state.spawn(finish_inbound_call(state, call, answer, voice_url, status_url))
+    return web.json_response({"callSid": call.sid, "webhook": {"url": voice_url, "status": answer.status,
+                                                               "response": answer.text}})
+
+
+@routes.post("/control", name="sandbox_control")
+async def control(request: web.Request) -> web.Response:
+    """{"account": "suspended"} makes every create fail as for an account out of funds."""
+    state = request.app[sandbox_state_key]
+    data = await _json(request)
+    account = data.get("account")
+    if account is not None:
+        if account not in ("active", "suspended"):
+            raise web.HTTPBadRequest(reason="account is 'active' or 'suspended'")
+        state.account_status = account
+    return web.json_response({"account": state.account_status})

@@ -1,0 +1,227 @@
+"""The sandbox's memory: the calls, messages, media and recordings it has made, and their JSON.
+
+Resource JSON follows Twilio's OpenAPI description (twilio_api_v2010.json, twilio_insights_v1.json);
+tests/oai holds the schemas they are checked against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from commpro.config import Config
+
+API_VERSION = "2010-04-01"
+
+
+def new_sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+def rfc2822(dt: datetime | None) -> str | None:
+    return format_datetime(dt, usegmt=True) if dt else None
+
+
+def iso(dt: datetime | None) -> str | None:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ") if dt else None
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class SandboxCall:
+    sid: str
+    account_sid: str
+    from_: str
+    to: str
+    direction: str  # "outbound-api", "inbound" or "outbound-dial"
+    status: str = "queued"
+    parent_sid: str | None = None
+    url: str | None = None
+    method: str = "POST"
+    twiml: str | None = None
+    status_callback: str | None = None
+    status_events: frozenset[str] = frozenset({"completed"})
+    created: datetime = field(default_factory=now)
+    updated: datetime = field(default_factory=now)
+    start: datetime | None = None
+    end: datetime | None = None
+    duration: int | None = None
+    sequence: int = 0
+    error_code: int | None = None
+    price: str | None = None
+
+    def json(self) -> dict[str, Any]:
+        base = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{self.sid}"
+        return {
+            "sid": self.sid,
+            "date_created": rfc2822(self.created),
+            "date_updated": rfc2822(self.updated),
+            "parent_call_sid": self.parent_sid,
+            "account_sid": self.account_sid,
+            "to": self.to,
+            "to_formatted": self.to,
+            "from": self.from_,
+            "from_formatted": self.from_,
+            "phone_number_sid": None,
+            "status": self.status,
+            "start_time": rfc2822(self.start),
+            "end_time": rfc2822(self.end),
+            "duration": str(self.duration) if self.duration is not None else None,
+            "price": self.price,
+            "price_unit": "USD",
+            "direction": self.direction,
+            "answered_by": None,
+            "api_version": API_VERSION,
+            "forwarded_from": None,
+            "group_sid": None,
+            "caller_name": None,
+            "queue_time": "0",
+            "trunk_sid": None,
+            "uri": base + ".json",
+            "subresource_uris": {
+                "recordings": base + "/Recordings.json",
+                "notifications": base + "/Notifications.json",
+                "events": base + "/Events.json",
+            },
+        }
+
+
+@dataclass
+class SandboxMedia:
+    sid: str
+    message_sid: str
+    account_sid: str
+    content_type: str
+    data: bytes
+    created: datetime = field(default_factory=now)
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "account_sid": self.account_sid,
+            "content_type": self.content_type,
+            "date_created": rfc2822(self.created),
+            "date_updated": rfc2822(self.created),
+            "parent_sid": self.message_sid,
+            "sid": self.sid,
+            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{self.message_sid}/Media/{self.sid}.json",
+        }
+
+
+@dataclass
+class SandboxMessage:
+    sid: str
+    account_sid: str
+    from_: str
+    to: str
+    body: str
+    direction: str  # "outbound-api" or "inbound"
+    status: str = "queued"
+    status_callback: str | None = None
+    media_urls: tuple[str, ...] = ()
+    media: list[SandboxMedia] = field(default_factory=list)
+    created: datetime = field(default_factory=now)
+    updated: datetime = field(default_factory=now)
+    sent: datetime | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    price: str | None = None
+
+    @property
+    def num_media(self) -> int:
+        return len(self.media) or len(self.media_urls)
+
+    def json(self) -> dict[str, Any]:
+        base = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{self.sid}"
+        return {
+            "body": self.body,
+            "num_segments": str(segments(self.body)),
+            "direction": self.direction,
+            "from": self.from_,
+            "to": self.to,
+            "date_updated": rfc2822(self.updated),
+            "price": self.price,
+            "error_message": self.error_message,
+            "uri": base + ".json",
+            "account_sid": self.account_sid,
+            "num_media": str(self.num_media),
+            "status": self.status,
+            "messaging_service_sid": None,
+            "sid": self.sid,
+            "date_sent": rfc2822(self.sent),
+            "date_created": rfc2822(self.created),
+            "error_code": self.error_code,
+            "price_unit": "USD",
+            "api_version": API_VERSION,
+            "subresource_uris": {"media": base + "/Media.json", "feedback": base + "/Feedback.json"},
+        }
+
+
+@dataclass
+class SandboxRecording:
+    sid: str
+    call_sid: str
+    account_sid: str
+    duration: int
+    created: datetime = field(default_factory=now)
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "account_sid": self.account_sid,
+            "api_version": API_VERSION,
+            "call_sid": self.call_sid,
+            "conference_sid": None,
+            "date_created": rfc2822(self.created),
+            "date_updated": rfc2822(self.created),
+            "start_time": rfc2822(self.created),
+            "duration": str(self.duration),
+            "sid": self.sid,
+            "price": None,
+            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/Recordings/{self.sid}.json",
+            "encryption_details": None,
+            "price_unit": "USD",
+            "status": "completed",
+            "channels": 1,
+            "source": "RecordVerb",
+            "error_code": None,
+            "track": "both",
+        }
+
+
+def segments(body: str) -> int:
+    """How many SMS segments Twilio would bill (GSM-7: 160/153, UCS-2: 70/67)."""
+    gsm = all(ord(c) < 128 for c in body)
+    single, multi = (160, 153) if gsm else (70, 67)
+    if len(body) <= single:
+        return 1
+    return -(-len(body) // multi)
+
+
+@dataclass
+class SandboxState:
+    config: Config
+    account_status: str = "active"
+    calls: dict[str, SandboxCall] = field(default_factory=dict)
+    messages: dict[str, SandboxMessage] = field(default_factory=dict)
+    media: dict[str, SandboxMedia] = field(default_factory=dict)
+    recordings: dict[str, SandboxRecording] = field(default_factory=dict)
+    # Lifecycle tasks in flight, cancelled and awaited on shutdown.
+    tasks: set[asyncio.Task] = field(default_factory=set)
+    # Set by the cleanup context: the client session that posts callbacks.
+    session: Any = None
+
+    @property
+    def account_sid(self) -> str:
+        return self.config.twilio.account_sid
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task

@@ -1,0 +1,136 @@
+"""The one owner of the twilio Client: its lifetime, a deadline on every call, error mapping.
+
+`AsyncTwilioHttpClient` ignores its constructor timeout, so each call runs under
+`asyncio.timeout`. Twilio's errors (`TwilioRestException.code`) become domain errors here and
+nowhere else; callers that care about one code read `exc.twilio_code`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import aiohttp
+import structlog
+from aiohttp import web
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from commpro.appkeys import config_key, twilio_key
+from commpro.config import TwilioSettings
+from commpro.errors import (
+    AppError,
+    BadGateway,
+    GatewayTimeout,
+    NotFound,
+    PaymentRequired,
+    ServiceUnavailable,
+    Unprocessable,
+)
+
+log = structlog.get_logger("commpro.twilio")
+T = TypeVar("T")
+
+# twilio 9.x still hands aiohttp 3.14 a BasicAuth and `auth=`: two DeprecationWarnings on every
+# request. Only those two messages are silenced; any other warning still shows.
+TWILIO_DEPRECATIONS = (r"BasicAuth is deprecated", r"The 'auth' parameter is deprecated")
+
+# Account inactive, suspended or out of funds: the caller cannot fix the request.
+ACCOUNT_CODES = frozenset({10001, 10002, 20005, 20008, 30002})
+# Throttled by Twilio.
+THROTTLE_CODES = frozenset({20429, 14107, 30001})
+
+
+def silence_twilio_deprecations() -> None:
+    for message in TWILIO_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=DeprecationWarning)
+
+
+class TwilioError(AppError):
+    """Twilio refused the request (422); `twilio_code` is Twilio's own error code."""
+
+    status, code, message = 422, "twilio_rejected", "Twilio refused the request"
+
+    def __init__(self, twilio_code: int | None, message: str, status: int = 422, code: str | None = None):
+        super().__init__(message, details={"twilioCode": twilio_code})
+        self.twilio_code = twilio_code
+        self.status = status
+        if code:
+            self.code = code
+
+
+def map_twilio_error(exc: TwilioRestException, operation: str) -> AppError:
+    code = exc.code
+    if code in ACCOUNT_CODES:
+        return TwilioError(code, PaymentRequired.message, PaymentRequired.status, PaymentRequired.code)
+    if code in THROTTLE_CODES or exc.status == 429:
+        return ServiceUnavailable("Twilio is throttling requests, try again shortly",
+                                  details={"twilioCode": code}, headers={"Retry-After": "5"})
+    if exc.status == 404 or code == 20404:
+        return NotFound(f"Twilio has no such resource ({operation})")
+    if exc.status in (401, 403) or code == 20003:
+        # Our credentials are wrong: the caller can do nothing about it.
+        return BadGateway("Twilio refused our credentials", details={"twilioCode": code})
+    if exc.status >= 500:
+        return BadGateway("Twilio answered with an error", details={"twilioCode": code})
+    # Twilio's own message is safe to pass on: it names the problem, not our secrets.
+    return TwilioError(code, str(exc.msg or "Twilio refused the request"))
+
+
+class TwilioGateway:
+    """The client and the policy around it. `mode` is 'sandbox' or 'live'."""
+
+    def __init__(self, client: Client, http: AsyncTwilioHttpClient, settings: TwilioSettings) -> None:
+        self.client = client
+        self.http = http
+        self.timeout_s = settings.timeout_s
+        self.mode = "sandbox" if settings.sandbox else "live"
+        self.account_sid = settings.account_sid
+
+    async def call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run one Twilio API call under the deadline; raise domain errors only."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await fn()
+        except TimeoutError:
+            log.warning("twilio_timeout", operation=operation, timeout_s=self.timeout_s)
+            raise GatewayTimeout(f"Twilio did not answer within {self.timeout_s:g}s") from None
+        except TwilioRestException as exc:
+            log.info("twilio_error", operation=operation, status=exc.status, twilio_code=exc.code)
+            raise map_twilio_error(exc, operation) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("twilio_unreachable", operation=operation, error=type(exc).__name__)
+            raise ServiceUnavailable("Twilio is unreachable") from None
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+def build_gateway(settings: TwilioSettings) -> TwilioGateway:
+    """Must run inside the event loop: the HTTP client opens its aiohttp session here."""
+    silence_twilio_deprecations()
+    http = AsyncTwilioHttpClient()
+    client = Client(settings.account_sid, settings.auth_token, http_client=http)
+    if settings.api_base_url:
+        client.api.base_url = settings.api_base_url
+    if settings.insights_base_url:
+        client.insights.base_url = settings.insights_base_url
+    return TwilioGateway(client, http, settings)
+
+
+def twilio_ctx(gateway: TwilioGateway | None = None):
+    """Cleanup context for the gateway; an injected one (tests) is used and closed the same way."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        gw = gateway or build_gateway(app[config_key].twilio)
+        app[twilio_key] = gw
+        try:
+            yield
+        finally:
+            await gw.close()
+            log.info("twilio_closed", mode=gw.mode)
+
+    return ctx

@@ -1,0 +1,70 @@
+"""The guard in front of every /webhook/* route: size, form parsing and Twilio's signature.
+
+Behind Railway's TLS proxy the URL this process sees (http://internal:PORT/...) is not the one
+Twilio signed (https://public/...), so the URL is rebuilt from PUBLIC_BASE_URL + path + query.
+The guard runs before the handler: a refused webhook writes nothing.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+import structlog
+from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
+from twilio.request_validator import RequestValidator
+
+from commpro.appkeys import config_key, webhook_form_key
+from commpro.auth import auth_for_path
+from commpro.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType, ValidationError
+
+log = structlog.get_logger("commpro.webhooks")
+FORM = "application/x-www-form-urlencoded"
+
+
+@web.middleware
+async def webhook_guard(request: web.Request, handler) -> web.StreamResponse:
+    if auth_for_path(request.path) != "twilio-signature":
+        return await handler(request)
+    config = request.config_dict[config_key]
+    limit = config.server.webhook_max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"Webhook bodies are limited to {limit} bytes")
+    body = await request.read()
+    if len(body) > limit:
+        raise PayloadTooLarge(f"Webhook bodies are limited to {limit} bytes")
+    if body and request.content_type != FORM:
+        raise UnsupportedMediaType(f"Webhooks must be {FORM}")
+    try:
+        form = MultiDict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body)))
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("The webhook body is not a valid form") from None
+
+    url = config.server.public_base_url + request.raw_path
+    signature = request.headers.get("X-Twilio-Signature", "")
+    validator = RequestValidator(config.twilio.auth_token)
+    if not signature or not validator.validate(url, form, signature):
+        log.warning(
+            "webhook_signature_rejected",
+            path=request.path,
+            remote=request.remote,
+            forwarded_for=request.headers.get("X-Forwarded-For"),
+            reason="missing" if not signature else "mismatch",
+        )
+        raise Forbidden("Invalid Twilio signature")
+    request[webhook_form_key] = MultiDictProxy(form)
+    return await handler(request)
+
+
+def webhook_form(request: web.Request, *required: str) -> MultiDictProxy[str]:
+    """The verified form; 400 naming every required field that is missing or empty."""
+    form = request[webhook_form_key]
+    missing = {name: "required" for name in required if not form.get(name)}
+    if missing:
+        raise ValidationError("The webhook lacks required fields", details=missing)
+    return form
+
+
+def twiml(document: object) -> web.Response:
+    """A TwiML document (a twilio.twiml builder) as Twilio expects it."""
+    return web.Response(text=str(document), content_type="text/xml")
