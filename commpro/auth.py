@@ -28,7 +28,8 @@ PUBLIC_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^/healthz$"), "none"),
     (re.compile(r"^/readyz$"), "none"),
     (re.compile(r"^/webhook(/[a-z]+)+$"), "twilio-signature"),
-    (re.compile(r"^/_sandbox/[A-Za-z0-9_./-]+$"), "sandbox-basic"),
+    # No segment may start with a dot, so "/_sandbox/../status" is not a sandbox path.
+    (re.compile(r"^/_sandbox(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)+$"), "sandbox-basic"),
 )
 _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$")
 

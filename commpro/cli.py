@@ -16,6 +16,7 @@ import phonenumbers
 import structlog
 
 from commpro.config import Config, ConfigError, load_config
+from commpro.logs import configure_logging
 
 log = structlog.get_logger("commpro.cli")
 DEMO_NUMBERS = ("+15005550006", "+15005550010")
@@ -53,9 +54,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> None:
     from aiohttp import web
 
     from commpro.app import create_app
-    from commpro.logs import configure_logging
 
-    configure_logging(config.log.level)
     for notice in config.notices:
         log.warning("config_notice", notice=notice)
     config = with_database(config)
@@ -261,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config()
+        # The service logs on stdout; a one-shot command keeps stdout for its result.
+        configure_logging(config.log.level, sys.stdout if args.func is cmd_serve else sys.stderr)
         args.func(config, args)
     except ConfigError as exc:
         print(f"commpro: configuration error: {exc}", file=sys.stderr)

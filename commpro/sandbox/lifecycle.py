@@ -72,7 +72,6 @@ def parse_twiml(text: str) -> ET.Element:
 
 
 def call_params(call: SandboxCall, **extra: Any) -> dict[str, Any]:
-    call.sequence += 1
     return {
         "AccountSid": call.account_sid,
         "ApiVersion": API_VERSION,
@@ -84,9 +83,6 @@ def call_params(call: SandboxCall, **extra: Any) -> dict[str, Any]:
         "From": call.from_,
         "To": call.to,
         "ParentCallSid": call.parent_sid,
-        "Timestamp": now().strftime("%a, %d %b %Y %H:%M:%S +0000"),
-        "SequenceNumber": call.sequence - 1,
-        "CallbackSource": "call-progress-events",
         **extra,
     }
 
@@ -106,6 +102,10 @@ async def set_call_status(state: SandboxState, call: SandboxCall, status: str, e
         if call.error_code:
             extra.setdefault("ErrorCode", call.error_code)
     if call.status_callback and event in call.status_events:
+        # SequenceNumber counts the status callbacks of this call, from 0, as on Twilio.
+        extra.update(SequenceNumber=call.sequence, CallbackSource="call-progress-events",
+                     Timestamp=now().strftime("%a, %d %b %Y %H:%M:%S +0000"))
+        call.sequence += 1
         await post_signed(state, call.status_callback, call_params(call, **extra))
 
 

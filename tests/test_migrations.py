@@ -1,0 +1,85 @@
+"""Migrations: every file on an empty database, nothing the second time, one apply under races."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import asyncpg
+import pytest
+
+from commpro.db import MIGRATIONS_DIR, MigrationError, load_migrations, mask_dsn, migrate
+from tests.conftest import PYTHON, REPO, python_env
+
+TABLES = {"phone_numbers", "calls", "contacts", "messages", "message_media", "conversations", "user_keys"}
+
+
+async def test_empty_database_gets_every_migration_then_nothing(empty_database_url):
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        applied = await migrate(conn)
+        assert applied == [m.name for m in load_migrations()]
+        tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        assert TABLES | {"schema_migrations"} <= tables
+        assert await migrate(conn) == []
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(applied)
+    finally:
+        await conn.close()
+
+
+async def test_an_edited_migration_stops_startup(empty_database_url, tmp_path):
+    copy = tmp_path / "sql"
+    shutil.copytree(MIGRATIONS_DIR, copy)
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await migrate(conn, copy)
+        first = sorted(copy.glob("*.sql"))[0]
+        first.write_text(first.read_text() + "\n-- edited\n")
+        with pytest.raises(MigrationError, match="edited after it was applied"):
+            await migrate(conn, copy)
+    finally:
+        await conn.close()
+
+
+def test_migration_files_are_numbered_without_gaps(tmp_path):
+    (tmp_path / "0001_a.sql").write_text("SELECT 1;")
+    (tmp_path / "0003_c.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="without gaps"):
+        load_migrations(tmp_path)
+
+
+async def test_a_failing_migration_leaves_nothing_half_applied(empty_database_url, tmp_path):
+    (tmp_path / "0001_ok.sql").write_text("CREATE TABLE a (id int);")
+    (tmp_path / "0002_bad.sql").write_text("CREATE TABLE b (id int); SELECT no_such_function();")
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        with pytest.raises(asyncpg.UndefinedFunctionError):
+            await migrate(conn, tmp_path)
+        assert await conn.fetchval("SELECT to_regclass('b')") is None
+        assert await conn.fetchval("SELECT array_agg(version) FROM schema_migrations") == [1]
+    finally:
+        await conn.close()
+
+
+async def test_two_processes_migrating_at_once_apply_each_file_once(empty_database_url):
+    env = python_env(DATABASE_URL=empty_database_url)
+    procs = [
+        await asyncio.create_subprocess_exec(PYTHON, "-m", "commpro", "migrate", cwd=REPO, env=env,
+                                             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = [await p.communicate() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    said = sorted(out.decode().split(":")[0] for out, _ in outputs)
+    assert said == ["applied 0 migration(s)\n", f"applied {len(load_migrations())} migration(s)"]
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in rows] == [m.version for m in load_migrations()]
+    finally:
+        await conn.close()
+
+
+def test_mask_dsn_hides_the_password():
+    assert mask_dsn("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x"
+    assert mask_dsn("postgresql://postgres:@/postgres?host=/tmp/s") == "postgresql://postgres:***@/postgres?host=/tmp/s"
