@@ -12,18 +12,19 @@ import asyncpg
 from aiohttp import web
 from multidict import MultiDictProxy
 
-if TYPE_CHECKING:
-    from commpro.config import Config
+from commpro.config import Config
+
+if TYPE_CHECKING:  # for annotations only: both modules import this one
     from commpro.sandbox.state import SandboxState
     from commpro.twilio_gateway import TwilioGateway
 
-config_key = web.AppKey("config_key", "Config")
+config_key = web.AppKey("config_key", Config)
 pool_key = web.AppKey("pool_key", asyncpg.Pool)
-twilio_key = web.AppKey("twilio_key", "TwilioGateway")
+twilio_key: web.AppKey[TwilioGateway] = web.AppKey("twilio_key")
 # Background tasks by name, for shutdown and for /status.
 tasks_key = web.AppKey("tasks_key", dict[str, asyncio.Task])
 started_at_key = web.AppKey("started_at_key", float)
-sandbox_state_key = web.AppKey("sandbox_state_key", "SandboxState")
+sandbox_state_key: web.AppKey[SandboxState] = web.AppKey("sandbox_state_key")
 
 request_id_key = web.RequestKey("request_id_key", str)
 # The verified JWT claims of the caller; absent on routes that need no JWT.

@@ -9,7 +9,6 @@ import dataclasses
 import json
 import mimetypes
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import phonenumbers
@@ -51,36 +50,52 @@ def with_database(config: Config) -> Config:
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> None:
-    from aiohttp import web
-
-    from commpro.app import create_app
-
     for notice in config.notices:
         log.warning("config_notice", notice=notice)
     config = with_database(config)
-    app = create_app(config)
-    app.cleanup_ctx.append(_banner_ctx)
     try:
         import uvloop
 
         loop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - uvloop is pinned, but the service runs without it
         loop = asyncio.new_event_loop()
-    web.run_app(
-        app, host=config.server.host, port=config.server.port, loop=loop,
-        shutdown_timeout=config.server.shutdown_timeout_s, access_log=None, print=None,
-    )
+    with asyncio.Runner(loop_factory=lambda: loop) as runner:
+        runner.run(_serve(config))
     log.info("shutdown_complete")
 
 
-async def _banner_ctx(app) -> AsyncIterator[None]:
-    """Once the pool is up: in sandbox mode, a demo user with numbers and a token; then the URL."""
-    from commpro.appkeys import config_key, pool_key
+async def _serve(config: Config) -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting, finish the requests in flight (up to
+    server.shutdown_timeout_s), and run every cleanup context: tasks, Twilio client, pool."""
+    import signal
+
+    from aiohttp import web
+
+    from commpro.app import create_app
+
+    runner = web.AppRunner(create_app(config), access_log=None,
+                           shutdown_timeout=config.server.shutdown_timeout_s)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.server.host, config.server.port).start()
+        await _banner(runner.app, config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutdown_started")
+    finally:
+        await runner.cleanup()
+
+
+async def _banner(app, config: Config) -> None:
+    """Once listening: in sandbox mode, a demo user with numbers and a token; then the URL."""
+    from commpro.appkeys import pool_key
     from commpro.auth import mint_token
     from commpro.errors import Conflict
     from commpro.numbers.store import insert_number
 
-    config: Config = app[config_key]
     lines = [f"CommPro {config.app.env} on {config.local_base_url} (public: {config.server.public_base_url})"]
     if config.twilio.sandbox:
         user = config.sandbox.demo_user
@@ -97,10 +112,9 @@ async def _banner_ctx(app) -> AsyncIterator[None]:
             "Twilio: the local sandbox (no Twilio account needed)",
             f"Demo user {user!r}, numbers: {', '.join(numbers) or 'none free'}",
             f"Token: {mint_token(config, user)}",
-            f"Try:   curl -H 'Authorization: Bearer <token>' {config.local_base_url}/status",
         ]
+    lines.append(f"Try:   curl -H 'Authorization: Bearer <token>' {config.local_base_url}/status")
     print("\n".join(lines), file=sys.stderr, flush=True)
-    yield
 
 
 # -- migrate, numbers, token -------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import math
 import os
 import secrets
 import tomllib
@@ -213,7 +214,7 @@ def _read_toml(path: Path) -> tuple[dict, dict]:
 
 def _overlay_env(raw: dict, origin: dict, env: Mapping[str, str]) -> None:
     generic: list[tuple[str, str, str]] = []
-    for name, value in env.items():
+    for name in env:
         if name in ENV_NAMES or name in META_ENV_NAMES or not name.startswith("COMMPRO_"):
             continue
         section, key = _split_generic(name)
@@ -261,7 +262,7 @@ def _convert(value: object, kind: object) -> object:
             return False
         raise ValueError(f"expected true or false, got {value!r}")
     if kind is int:
-        if isinstance(value, bool) or isinstance(value, float):
+        if isinstance(value, (bool, float)):
             raise ValueError(f"expected a whole number, got {value!r}")
         try:
             return int(str(value).strip())
@@ -272,7 +273,7 @@ def _convert(value: object, kind: object) -> object:
             result = float(str(value).strip()) if not isinstance(value, bool) else None
         except ValueError:
             result = None
-        if result is None or result != result:  # NaN is not a setting
+        if result is None or math.isnan(result) or math.isinf(result):
             raise ValueError(f"expected a number, got {value!r}")
         return result
     if kind is str:

@@ -7,7 +7,6 @@ once. Applied files are recorded with a checksum: an edited migration stops star
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -60,7 +59,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, timeou
             command_timeout=command_timeout_s, init=_init_connection,
         )
         await pool.fetchval("SELECT 1", timeout=timeout_s)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise ConnectionError(f"database unreachable at {mask_dsn(dsn)}: {type(exc).__name__}: {exc}") from None
     return pool
 

@@ -25,7 +25,7 @@ async def _database_latency_ms(request: web.Request) -> float | None:
     started = time.perf_counter()
     try:
         await request.config_dict[pool_key].fetchval("SELECT 1", timeout=READY_TIMEOUT_S)
-    except Exception:  # whatever the failure (refused, timed out, closed), it is not ready
+    except Exception:  # noqa: BLE001 - whatever the failure (refused, timed out, closed), not ready
         return None
     return round((time.perf_counter() - started) * 1000, 2)
 

@@ -28,7 +28,6 @@ from commpro.errors import (
     NotFound,
     PaymentRequired,
     ServiceUnavailable,
-    Unprocessable,
 )
 
 log = structlog.get_logger("commpro.twilio")

@@ -148,7 +148,7 @@ class Service:
 
 
 @pytest.fixture
-def start_service(aiohttp_client, make_config) -> Callable[..., "asyncio.Future[Service]"]:
+def start_service(aiohttp_client, make_config) -> Callable[..., asyncio.Future[Service]]:
     """Start the real app on a real port; `app_hook(app)` may add test-only routes first."""
 
     async def start(config: Config | None = None, app_hook=None, **env: str) -> Service:

@@ -120,11 +120,10 @@ async def test_rs256_with_a_public_key_and_no_key_confusion(start_service):
      "/healthzstatus", "/_sandbox/../status", "/webhook/sms/x/../../../status"],
 )
 async def test_no_public_prefix_opens_a_protected_path(service, path):
-    async with aiohttp.ClientSession() as session:
-        async with session.get(URL(service.url + path, encoded=True)) as resp:
-            assert resp.status in (401, 404), path
-            if resp.status == 401:
-                assert (await resp.json())["error"]["code"] == "unauthorized"
+    async with aiohttp.ClientSession() as session, session.get(URL(service.url + path, encoded=True)) as resp:
+        assert resp.status in (401, 404), path
+        if resp.status == 401:
+            assert (await resp.json())["error"]["code"] == "unauthorized"
 
 
 def test_public_patterns_are_anchored():

@@ -33,7 +33,7 @@ async def test_an_edited_migration_stops_startup(empty_database_url, tmp_path):
     conn = await asyncpg.connect(empty_database_url)
     try:
         await migrate(conn, copy)
-        first = sorted(copy.glob("*.sql"))[0]
+        first = min(copy.glob("*.sql"))
         first.write_text(first.read_text() + "\n-- edited\n")
         with pytest.raises(MigrationError, match="edited after it was applied"):
             await migrate(conn, copy)

@@ -44,7 +44,7 @@ def _rfc2822(value) -> bool:
 
 @formats.checks("date-time", raises=(TypeError, ValueError))
 def _iso(value) -> bool:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) is not None
+    return datetime.fromisoformat(value) is not None
 
 
 def assert_matches(name: str, document: dict) -> None:
