@@ -32,6 +32,10 @@ def twilio_error(status: int, code: int, message: str) -> web.Response:
     )
 
 
+def not_found() -> web.Response:
+    return twilio_error(404, 20404, "The requested resource was not found")
+
+
 def _state(request: web.Request) -> SandboxState:
     return request.app[sandbox_state_key]
 
@@ -59,7 +63,7 @@ async def basic_auth_middleware(request: web.Request, handler) -> web.StreamResp
         return twilio_error(401, 20003, "Authentication Error - invalid username")
     account = request.match_info.get("account_sid")
     if account is not None and account != _state(request).account_sid:
-        return twilio_error(404, 20404, "The requested resource was not found")
+        return not_found()
     return await handler(request)
 
 
@@ -105,7 +109,7 @@ async def create_call(request: web.Request) -> web.Response:
 async def fetch_call(request: web.Request) -> web.Response:
     call = _state(request).calls.get(request.match_info["sid"])
     if call is None:
-        return twilio_error(404, 20404, "The requested resource was not found")
+        return not_found()
     return web.json_response(call.json())
 
 
@@ -145,7 +149,7 @@ def _message(request: web.Request) -> SandboxMessage | None:
 async def fetch_message(request: web.Request) -> web.Response:
     message = _message(request)
     if message is None:
-        return twilio_error(404, 20404, "The requested resource was not found")
+        return not_found()
     return web.json_response(message.json())
 
 
@@ -153,7 +157,7 @@ async def fetch_message(request: web.Request) -> web.Response:
 async def list_media(request: web.Request) -> web.Response:
     message = _message(request)
     if message is None:
-        return twilio_error(404, 20404, "The requested resource was not found")
+        return not_found()
     uri = f"/2010-04-01/Accounts/{message.account_sid}/Messages/{message.sid}/Media.json"
     return web.json_response({
         "media_list": [m.json() for m in message.media],
@@ -167,7 +171,7 @@ async def list_media(request: web.Request) -> web.Response:
 async def fetch_media(request: web.Request) -> web.Response:
     media = _state(request).media.get(request.match_info["media_sid"])
     if media is None or media.message_sid != request.match_info["sid"]:
-        return twilio_error(404, 20404, "The requested resource was not found")
+        return not_found()
     return web.json_response(media.json())
 
 
@@ -176,7 +180,7 @@ async def media_content(request: web.Request) -> web.Response:
     """Twilio answers a media URL with a redirect to its media host; the sandbox does the same."""
     media = _state(request).media.get(request.match_info["media_sid"])
     if media is None or media.message_sid != request.match_info["sid"]:
-        return twilio_error(404, 20404, "The requested resource was not found")
+        return not_found()
     location = request.app.router["sandbox_media_host"].url_for(media_sid=media.sid)
     raise web.HTTPTemporaryRedirect(location=str(request.url.join(location)))
 
@@ -193,7 +197,7 @@ async def media_host(request: web.Request) -> web.Response:
 async def fetch_recording(request: web.Request) -> web.Response:
     rec = _state(request).recordings.get(request.match_info["sid"])
     if rec is None:
-        return twilio_error(404, 20404, "The requested resource was not found")
+        return not_found()
     return web.json_response(rec.json())
 
 
@@ -203,7 +207,7 @@ async def recording_audio(request: web.Request) -> web.Response:
     sid = request.match_info["sid"].removesuffix(".wav").removesuffix(".mp3")
     rec = _state(request).recordings.get(sid)
     if rec is None:
-        return twilio_error(404, 20404, "The requested resource was not found")
+        return not_found()
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         w.setnchannels(1)
@@ -220,11 +224,11 @@ async def call_summary(request: web.Request) -> web.Response:
     call = state.calls.get(request.match_info["call_sid"])
     s = state.config.sandbox
     if call is None or call.end is None or now() - call.end < timedelta(seconds=s.summary_partial_after_s):
-        return twilio_error(404, 20404, "The requested resource was not found")
+        return not_found()
     complete = now() - call.end >= timedelta(seconds=s.summary_complete_after_s)
     wanted = request.query.get("ProcessingState", "complete")
     if wanted == "complete" and not complete:
-        return twilio_error(404, 20404, "The requested resource was not found")
+        return not_found()
     return web.json_response(summary_json(state, call, "complete" if complete else "partial"))
 
 
