@@ -7,13 +7,17 @@ import time
 from aiohttp import web
 
 from commpro import ops
-from commpro.appkeys import config_key, started_at_key, tasks_key
+from commpro.appkeys import config_key, sandbox_state_key, started_at_key, tasks_key
 from commpro.auth import auth_middleware
 from commpro.config import Config
 from commpro.db import pool_ctx
 from commpro.errors import error_middleware
 from commpro.logs import access_middleware
+from commpro.calls import routes as call_routes
+from commpro.calls import webhooks as call_webhooks
+from commpro.calls.prices import price_job
 from commpro.messages import webhooks as message_webhooks
+from commpro.numbers import routes as number_routes
 from commpro.twilio_gateway import TwilioGateway, twilio_ctx
 from commpro.webhooks import webhook_guard
 
@@ -31,10 +35,17 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app[started_at_key] = time.monotonic()
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(twilio_ctx(twilio))
+    app.cleanup_ctx.append(price_job(config.calls.price_poll_interval_s))
     app.add_routes(ops.routes)
+    app.add_routes(number_routes.routes)
+    app.add_routes(call_routes.routes)
+    app.add_routes(call_webhooks.routes)
     app.add_routes(message_webhooks.routes)
     if config.twilio.sandbox:
         from commpro.sandbox import create_sandbox_app
 
-        app.add_subapp("/_sandbox", create_sandbox_app(config))
+        sandbox = create_sandbox_app(config)
+        # Also reachable from the main app, for the tests that wait on its lifecycles.
+        app[sandbox_state_key] = sandbox[sandbox_state_key]
+        app.add_subapp("/_sandbox", sandbox)
     return app

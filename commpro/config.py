@@ -73,9 +73,33 @@ class TwilioSettings:
     api_base_url: str = ""
     insights_base_url: str = ""
     timeout_s: float = 10.0
+    # For the mobile apps' Access Tokens (GET /api/calls/token).
+    api_key_sid: str = ""
+    api_key_secret: str = field(default="", repr=False)
+    twiml_app_sid: str = ""
+    push_credential_sid: str = ""
     # Set by the loader: True when no credentials were given in development, so the local
     # sandbox stands in for Twilio. Not a key of config.toml.
     sandbox: bool = False
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    rate_per_minute: int = 10
+    price_poll_interval_s: float = 30.0
+    price_first_after_s: float = 30.0
+    price_retry_max_s: float = 900.0
+    price_window_s: float = 86400.0
+
+
+@dataclass(frozen=True)
+class VoiceSettings:
+    greeting_voice: str = "Polly.Lea"
+    greeting_language: str = "fr-FR"
+    voicemail_greeting: str = "Bonjour, votre correspondant n'est pas disponible. Laissez un message après le bip."
+    unknown_number_message: str = "Ce numéro n'est pas attribué. Au revoir."
+    ring_timeout_s: int = 20
+    voicemail_max_length_s: int = 60
 
 
 @dataclass(frozen=True)
@@ -96,6 +120,7 @@ class SandboxSettings:
     message_step_s: float = 0.5
     summary_partial_after_s: float = 10.0
     summary_complete_after_s: float = 60.0
+    price_after_s: float = 5.0
     demo_user: str = "demo"
 
 
@@ -115,6 +140,8 @@ class Config:
     database: DatabaseSettings = DatabaseSettings()
     auth: AuthSettings = AuthSettings()
     twilio: TwilioSettings = TwilioSettings()
+    calls: CallSettings = CallSettings()
+    voice: VoiceSettings = VoiceSettings()
     crypto: CryptoSettings = CryptoSettings()
     log: LogSettings = LogSettings()
     sandbox: SandboxSettings = SandboxSettings()
@@ -152,6 +179,10 @@ ENV_NAMES: dict[str, tuple[str, str]] = {
     "TWILIO_AUTH_TOKEN": ("twilio", "auth_token"),
     "TWILIO_API_BASE_URL": ("twilio", "api_base_url"),
     "TWILIO_INSIGHTS_BASE_URL": ("twilio", "insights_base_url"),
+    "TWILIO_API_KEY_SID": ("twilio", "api_key_sid"),
+    "TWILIO_API_KEY_SECRET": ("twilio", "api_key_secret"),
+    "TWILIO_TWIML_APP_SID": ("twilio", "twiml_app_sid"),
+    "TWILIO_PUSH_CREDENTIAL_SID": ("twilio", "push_credential_sid"),
     "COMMPRO_MASTER_KEY": ("crypto", "master_key"),
     "COMMPRO_ENV": ("app", "env"),
     "LOG_LEVEL": ("log", "level"),
@@ -331,6 +362,8 @@ def _validate(config: Config, origin: dict) -> Config:
         ("server", "webhook_max_body_bytes", config.server.webhook_max_body_bytes, 1024),
         ("quality", "concurrency", config.quality.concurrency, 1),
         ("auth", "leeway_s", config.auth.leeway_s, 0),
+        ("calls", "rate_per_minute", config.calls.rate_per_minute, 1),
+        ("voice", "ring_timeout_s", config.voice.ring_timeout_s, 5),
     ):
         if value < low:
             errors.append(f"{where(section, key)}: must be at least {low}, got {value}")

@@ -29,6 +29,13 @@ class AppError(Exception):
         self.headers = headers or {}
 
 
+def rebuild_error(status: int, error: dict[str, Any]) -> AppError:
+    """An error as it was first answered (an Idempotency-Key replay), to be raised again."""
+    exc = AppError(error.get("message"), details=error.get("details"))
+    exc.status, exc.code = status, error.get("code", "error")
+    return exc
+
+
 class ValidationError(AppError):
     """400. `details` maps each bad field to what is wrong with it."""
 

@@ -88,6 +88,8 @@ class TwilioGateway:
         self.timeout_s = settings.timeout_s
         self.mode = "sandbox" if settings.sandbox else "live"
         self.account_sid = settings.account_sid
+        self.api_base_url = (settings.api_base_url or "https://api.twilio.com").rstrip("/")
+        self._authorization = aiohttp.encode_basic_auth(settings.account_sid, settings.auth_token)
 
     async def call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Run one Twilio API call under the deadline; raise domain errors only."""
@@ -103,6 +105,28 @@ class TwilioGateway:
         except (aiohttp.ClientError, OSError) as exc:
             log.warning("twilio_unreachable", operation=operation, error=type(exc).__name__)
             raise ServiceUnavailable("Twilio is unreachable") from None
+
+    async def open_media(self, url: str) -> aiohttp.ClientResponse:
+        """GET a recording or media URL Twilio gave us, with the account's credentials.
+
+        Only URLs under the Twilio API base are fetched: a URL from the database never sends our
+        credentials anywhere else. The caller streams the body and releases the response.
+        """
+        if not url.startswith(self.api_base_url + "/"):
+            raise BadGateway("Refusing to fetch a media URL outside Twilio")
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                resp = await self.http.session.get(url, headers={"Authorization": self._authorization})
+        except TimeoutError:
+            raise GatewayTimeout(f"Twilio did not answer within {self.timeout_s:g}s") from None
+        except (aiohttp.ClientError, OSError):
+            raise ServiceUnavailable("Twilio is unreachable") from None
+        if resp.status != 200:
+            resp.release()
+            if resp.status == 404:
+                raise NotFound("Twilio no longer has this media")
+            raise BadGateway("Twilio answered with an error", details={"status": resp.status})
+        return resp
 
     async def close(self) -> None:
         await self.http.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import os
 import sys
 import uuid
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import orjson
 import pytest
@@ -21,10 +23,12 @@ from aiohttp.test_utils import TestClient, unused_port
 from twilio.request_validator import RequestValidator
 
 from commpro.app import create_app
-from commpro.appkeys import pool_key, twilio_key
+from commpro.appkeys import pool_key, sandbox_state_key, twilio_key
 from commpro.auth import mint_token
 from commpro.config import Config, load_config
 from commpro.logs import configure_logging
+from commpro.numbers.store import insert_number, update_number
+from commpro.sandbox.state import SandboxState
 from commpro.twilio_gateway import TwilioGateway
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,6 +57,18 @@ def _logging() -> None:
 def logs() -> LogCapture:
     LOGS.clear()
     return LOGS
+
+
+_numbers = itertools.count(int(uuid.uuid4().int % 10**6))
+
+
+def fresh_number() -> str:
+    """A valid French mobile number no other test has used in this run."""
+    return f"+336{next(_numbers) % 10**8:08d}"
+
+
+def new_user() -> str:
+    return "user-" + uuid.uuid4().hex[:10]
 
 
 def with_database(url: str, name: str) -> str:
@@ -145,6 +161,42 @@ class Service:
         """X-Twilio-Signature for a POST of `params` to `path`, as Twilio would compute it."""
         url = (base or self.config.server.public_base_url) + path
         return RequestValidator(self.config.twilio.auth_token).compute_signature(url, params)
+
+    async def webhook(self, path: str, params: dict[str, str]):
+        """POST a form to one of our webhooks, signed as Twilio signs."""
+        return await self.client.post(path, data=params, headers={"X-Twilio-Signature": self.sign(path, params)})
+
+    @property
+    def sandbox(self) -> SandboxState:
+        return self.app[sandbox_state_key]
+
+    async def sandbox_idle(self) -> None:
+        """Wait until the sandbox has played every lifecycle it started (each posts its callbacks
+        and waits for our answers, so our side is done too)."""
+        while self.sandbox.tasks:
+            await asyncio.wait_for(asyncio.gather(*list(self.sandbox.tasks)), WAIT_S)
+
+    async def sandbox_control(self, **payload) -> None:
+        auth = aiohttp.encode_basic_auth(self.config.twilio.account_sid, self.config.twilio.auth_token)
+        resp = await self.client.post("/_sandbox/control", json=payload, headers={"Authorization": auth})
+        assert resp.status == 200
+
+    async def simulate_call(self, from_: str, to: str) -> dict:
+        auth = aiohttp.encode_basic_auth(self.config.twilio.account_sid, self.config.twilio.auth_token)
+        resp = await self.client.post("/_sandbox/simulate/call", json={"from": from_, "to": to},
+                                      headers={"Authorization": auth})
+        assert resp.status == 200
+        return await resp.json()
+
+    async def add_number(self, user: str, *, identity: str | None = None, forward_to: str | None = None,
+                         **settings) -> str:
+        """Give `user` a fresh number through our own store; `settings` are number columns."""
+        number = fresh_number()
+        async with self.pool.acquire() as conn:
+            row = await insert_number(conn, user, number, identity=identity, forward_to=forward_to)
+            if settings:
+                await update_number(conn, user, row["id"], settings)
+        return number
 
 
 @pytest.fixture

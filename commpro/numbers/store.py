@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 import asyncpg
 
 from commpro.errors import Conflict
 
-NUMBER_COLUMNS = "id, user_id, e164, identity, forward_to, routing, ring_timeout_s, created_at"
+NUMBER_COLUMNS = """
+id, user_id, e164, identity, forward_to, routing, ring_timeout_s, greeting_text, greeting_voice,
+greeting_language, blocked_numbers, voicemail_on_no_answer, created_at
+"""
 
 INSERT_NUMBER = f"""
 INSERT INTO phone_numbers (user_id, e164, identity, forward_to)
@@ -33,6 +39,11 @@ async def insert_number(conn: asyncpg.Connection, user_id: str, e164: str, *,
     return row
 
 
+async def get_number_by_e164(conn: asyncpg.Connection, e164: str) -> asyncpg.Record | None:
+    """The number Twilio called (webhooks carry no user: the number tells whose it is)."""
+    return await conn.fetchrow(SELECT_NUMBER_BY_E164, e164)
+
+
 LIST_NUMBERS = f"SELECT {NUMBER_COLUMNS} FROM phone_numbers ORDER BY user_id, e164"
 LIST_USER_NUMBERS = f"SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE user_id = $1 ORDER BY e164"
 
@@ -41,3 +52,46 @@ async def list_numbers(conn: asyncpg.Connection, user_id: str | None = None) -> 
     if user_id is None:
         return await conn.fetch(LIST_NUMBERS)
     return await conn.fetch(LIST_USER_NUMBERS, user_id)
+
+
+OWNED_NUMBER = f"SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE user_id = $1 AND e164 = $2"
+
+
+async def get_owned_number(conn: asyncpg.Connection, user_id: str, e164: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(OWNED_NUMBER, user_id, e164)
+
+
+IDENTITY_NUMBERS = f"SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE identity = $1 ORDER BY created_at, e164"
+
+
+async def numbers_of_identity(conn: asyncpg.Connection, identity: str) -> list[asyncpg.Record]:
+    """The numbers an app identity may call from (all one user's, see IDENTITY_OWNER)."""
+    return await conn.fetch(IDENTITY_NUMBERS, identity)
+
+
+# Each field comes with a flag saying whether the request set it, so that null can be a value.
+UPDATE_NUMBER = f"""
+UPDATE phone_numbers SET
+    routing = CASE WHEN $3 THEN $4 ELSE routing END,
+    ring_timeout_s = CASE WHEN $5 THEN $6 ELSE ring_timeout_s END,
+    greeting_text = CASE WHEN $7 THEN $8 ELSE greeting_text END,
+    greeting_voice = CASE WHEN $9 THEN $10 ELSE greeting_voice END,
+    greeting_language = CASE WHEN $11 THEN $12 ELSE greeting_language END,
+    blocked_numbers = CASE WHEN $13 THEN $14 ELSE blocked_numbers END,
+    forward_to = CASE WHEN $15 THEN $16 ELSE forward_to END,
+    voicemail_on_no_answer = CASE WHEN $17 THEN $18 ELSE voicemail_on_no_answer END,
+    updated_at = now()
+WHERE user_id = $1 AND id = $2
+RETURNING {NUMBER_COLUMNS}
+"""
+UPDATABLE = ("routing", "ring_timeout_s", "greeting_text", "greeting_voice", "greeting_language",
+             "blocked_numbers", "forward_to", "voicemail_on_no_answer")
+
+
+async def update_number(conn: asyncpg.Connection, user_id: str, number_id: uuid.UUID,
+                        changes: dict[str, Any]) -> asyncpg.Record | None:
+    """Apply `changes` (column -> value, only the columns to change); None when not the user's."""
+    args: list[Any] = []
+    for column in UPDATABLE:
+        args += [column in changes, changes.get(column)]
+    return await conn.fetchrow(UPDATE_NUMBER, user_id, number_id, *args)

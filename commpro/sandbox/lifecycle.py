@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urljoin
 
@@ -98,6 +99,7 @@ async def set_call_status(state: SandboxState, call: SandboxCall, status: str, e
     if status in TERMINAL:
         call.end = call.updated
         call.duration = call.duration or 0
+        call.price_at = call.end + timedelta(seconds=state.config.sandbox.price_after_s)
         extra.setdefault("CallDuration", call.duration)
         if call.error_code:
             extra.setdefault("ErrorCode", call.error_code)
@@ -173,36 +175,49 @@ async def finish_inbound_call(state: SandboxState, call: SandboxCall, answer: Po
     await set_call_status(state, call, status, "completed")
 
 
-async def play(state: SandboxState, call: SandboxCall, root: ET.Element, base_url: str) -> None:
-    """Act out the verbs that reach the service again: <Dial> and <Record>."""
+async def play(state: SandboxState, call: SandboxCall, root: ET.Element, base_url: str, depth: int = 0) -> None:
+    """Act out the verbs that reach the service again, <Dial> and <Record>, and then the TwiML
+    their action answers with, as Twilio does (a few levels deep at most)."""
     for verb in root:
         if verb.tag in ("Hangup", "Reject"):
             return
-        if verb.tag == "Record":
-            await record(state, call, verb, base_url)
-            return
-        if verb.tag == "Dial":
-            await dial(state, call, verb, base_url)
+        if verb.tag in ("Record", "Dial"):
+            act = record if verb.tag == "Record" else dial
+            action, answer = await act(state, call, verb, base_url)
+            if action and answer.status == 200 and depth < 5:
+                try:
+                    following = parse_twiml(answer.text)
+                except InvalidTwiML as exc:
+                    log.info("sandbox_invalid_twiml", call_sid=call.sid, reason=str(exc))
+                    call.error_code = 12100
+                    return
+                await play(state, call, following, action, depth + 1)
             return
 
 
-async def record(state: SandboxState, call: SandboxCall, verb: ET.Element, base_url: str) -> None:
+NO_ACTION = PostResult(0, "")
+
+
+async def record(state: SandboxState, call: SandboxCall, verb: ET.Element,
+                 base_url: str) -> tuple[str | None, PostResult]:
     duration = min(int(verb.get("maxLength", "3600")), state.config.sandbox.call_duration_s)
     rec = SandboxRecording(new_sid("RE"), call.sid, call.account_sid, duration)
     state.recordings[rec.sid] = rec
     api = state.config.twilio.api_base_url
     action = urljoin(base_url, verb.get("action", "")) if verb.get("action") else None
-    if action:
-        await post_signed(state, action, call_params(
-            call,
-            RecordingSid=rec.sid,
-            RecordingUrl=f"{api}/{API_VERSION}/Accounts/{call.account_sid}/Recordings/{rec.sid}",
-            RecordingDuration=duration,
-            Digits="hangup",
-        ))
+    if action is None:
+        return None, NO_ACTION
+    return action, await post_signed(state, action, call_params(
+        call,
+        RecordingSid=rec.sid,
+        RecordingUrl=f"{api}/{API_VERSION}/Accounts/{call.account_sid}/Recordings/{rec.sid}",
+        RecordingDuration=duration,
+        Digits="hangup",
+    ))
 
 
-async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element, base_url: str) -> None:
+async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
+               base_url: str) -> tuple[str | None, PostResult]:
     """One child leg per <Number> or <Client>; the first to answer wins, as on Twilio."""
     targets = [(n.tag, (n.text or "").strip(), n) for n in verb if n.tag in ("Number", "Client")]
     if not targets and (verb.text or "").strip():
@@ -217,6 +232,11 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element, base_ur
         state.calls[leg.sid] = leg
         outcome, error = magic.DIAL_OUTCOMES.get(to, (callee_answers(to), None))
         await set_call_status(state, leg, "initiated", "initiated")
+        if outcome == "failed":
+            leg.error_code = error
+            await set_call_status(state, leg, "failed", "completed")
+            dial_status = dial_status if dial_status == "completed" else "failed"
+            continue
         await set_call_status(state, leg, "ringing", "ringing")
         if outcome == "answer" and answered is None:
             await set_call_status(state, leg, "in-progress", "answered")
@@ -224,18 +244,18 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element, base_ur
             await set_call_status(state, leg, "completed", "completed")
             dial_status, answered = "completed", leg
         else:
-            leg.error_code = error
             await set_call_status(state, leg, outcome if outcome != "answer" else "canceled", "completed")
             if dial_status != "completed":
                 dial_status = outcome if outcome != "answer" else dial_status
-    action = verb.get("action")
-    if action:
-        await post_signed(state, urljoin(base_url, action), call_params(
-            call,
-            DialCallStatus=dial_status,
-            DialCallSid=answered.sid if answered else None,
-            DialCallDuration=answered.duration if answered else 0,
-        ))
+    action = urljoin(base_url, verb.get("action")) if verb.get("action") else None
+    if action is None:
+        return None, NO_ACTION
+    return action, await post_signed(state, action, call_params(
+        call,
+        DialCallStatus=dial_status,
+        DialCallSid=answered.sid if answered else None,
+        DialCallDuration=answered.duration if answered else 0,
+    ))
 
 
 async def drive_message(state: SandboxState, message: SandboxMessage) -> None:

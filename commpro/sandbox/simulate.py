@@ -10,7 +10,7 @@ from aiohttp import web
 
 from commpro.appkeys import sandbox_state_key
 from commpro.sandbox.lifecycle import call_params, finish_inbound_call, post_signed
-from commpro.sandbox.state import API_VERSION, SandboxCall, SandboxMedia, SandboxMessage, new_sid
+from commpro.sandbox.state import API_VERSION, SandboxCall, SandboxMedia, SandboxMessage, new_sid, now
 
 routes = web.RouteTableDef()
 
@@ -79,7 +79,8 @@ async def simulate_call(request: web.Request) -> web.Response:
 
 @routes.post("/control", name="sandbox_control")
 async def control(request: web.Request) -> web.Response:
-    """{"account": "suspended"} makes every create fail as for an account out of funds."""
+    """{"account": "suspended"} makes every create fail as for an account out of funds;
+    {"pricesNow": true} prices every ended call at once instead of after price_after_s."""
     state = request.app[sandbox_state_key]
     data = await _json(request)
     account = data.get("account")
@@ -87,4 +88,8 @@ async def control(request: web.Request) -> web.Response:
         if account not in ("active", "suspended"):
             raise web.HTTPBadRequest(reason="account is 'active' or 'suspended'")
         state.account_status = account
+    if data.get("pricesNow") is True:
+        for call in state.calls.values():
+            if call.end is not None:
+                call.price_at = now()
     return web.json_response({"account": state.account_status})

@@ -55,7 +55,15 @@ class SandboxCall:
     duration: int | None = None
     sequence: int = 0
     error_code: int | None = None
-    price: str | None = None
+    # Twilio prices a call a while after it ends: until then `price` is null.
+    price_at: datetime | None = None
+
+    @property
+    def price(self) -> str | None:
+        if self.price_at is None or now() < self.price_at:
+            return None
+        minutes = -(-(self.duration or 0) // 60)
+        return f"{-0.013 * minutes:.5f}" if minutes else "0.00000"
 
     def json(self) -> dict[str, Any]:
         base = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{self.sid}"

@@ -1,0 +1,225 @@
+"""SQL for calls. Store functions take a connection; the caller owns the transaction.
+
+A call's status only moves forward: each status has a rank (queued and initiated 0, ringing 1,
+in-progress 2, every terminal status 3), and an update applies only when it raises the rank, or
+keeps it below terminal with a higher SequenceNumber. Late and duplicate callbacks change nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+import asyncpg
+
+STATUS_RANK = {
+    "queued": 0, "initiated": 0, "ringing": 1, "in-progress": 2,
+    "completed": 3, "busy": 3, "no-answer": 3, "failed": 3, "canceled": 3,
+}
+TERMINAL_RANK = 3
+
+CALL_COLUMNS = """
+id, user_id, sid, dial_sid, direction, from_number, to_number, status, created_at, answered_at,
+ended_at, duration_s, price, price_unit, recording_sid, recording_url, recording_duration_s,
+voicemail, error_code, error_message
+"""
+
+INSERT_OUTBOUND_CALL = f"""
+INSERT INTO calls (user_id, phone_number_id, direction, from_number, to_number, status, status_rank)
+VALUES ($1, $2, 'outbound', $3, $4, 'initiated', 0)
+RETURNING {CALL_COLUMNS}
+"""
+
+
+async def insert_outbound_call(conn: asyncpg.Connection, user_id: str, number_id: uuid.UUID,
+                               from_number: str, to_number: str) -> asyncpg.Record:
+    """A call from POST /api/calls/initiate, before Twilio is asked to place it."""
+    return await conn.fetchrow(INSERT_OUTBOUND_CALL, user_id, number_id, from_number, to_number)
+
+
+INSERT_INBOUND_CALL = """
+INSERT INTO calls (user_id, phone_number_id, sid, direction, from_number, to_number, status, status_rank)
+VALUES ($1, $2, $3, 'inbound', $4, $5, 'ringing', 1)
+ON CONFLICT (sid) DO NOTHING
+RETURNING id
+"""
+CALL_ID_BY_SID = "SELECT id FROM calls WHERE sid = $1"
+
+
+async def insert_inbound_call(conn: asyncpg.Connection, user_id: str, number_id: uuid.UUID, sid: str,
+                              from_number: str, to_number: str) -> uuid.UUID:
+    """Idempotent on the CallSid: Twilio's retries find the row the first attempt made."""
+    call_id = await conn.fetchval(INSERT_INBOUND_CALL, user_id, number_id, sid, from_number, to_number)
+    return call_id or await conn.fetchval(CALL_ID_BY_SID, sid)
+
+
+INSERT_APP_CALL = """
+INSERT INTO calls (user_id, phone_number_id, sid, direction, from_number, to_number, status, status_rank)
+VALUES ($1, $2, $3, 'outbound', $4, $5, 'initiated', 0)
+ON CONFLICT (sid) DO NOTHING
+RETURNING id
+"""
+
+
+async def insert_app_call(conn: asyncpg.Connection, user_id: str, number_id: uuid.UUID, sid: str,
+                          from_number: str, to_number: str) -> uuid.UUID:
+    """A call the mobile app placed through the TwiML app; idempotent on its CallSid."""
+    call_id = await conn.fetchval(INSERT_APP_CALL, user_id, number_id, sid, from_number, to_number)
+    return call_id or await conn.fetchval(CALL_ID_BY_SID, sid)
+
+
+SET_CALL_SID = "UPDATE calls SET sid = $2, updated_at = now() WHERE id = $1 AND sid IS NULL"
+
+
+async def set_call_sid(conn: asyncpg.Connection, call_id: uuid.UUID, sid: str) -> None:
+    await conn.execute(SET_CALL_SID, call_id, sid)
+
+
+SET_DIAL_SID = "UPDATE calls SET dial_sid = $2, updated_at = now() WHERE id = $1 AND dial_sid IS NULL"
+
+
+async def set_dial_sid(conn: asyncpg.Connection, call_id: uuid.UUID, sid: str) -> None:
+    await conn.execute(SET_DIAL_SID, call_id, sid)
+
+
+FAIL_CALL = """
+UPDATE calls SET status = 'failed', status_rank = 3, error_code = $2, error_message = $3,
+       ended_at = coalesce(ended_at, now()), duration_s = coalesce(duration_s, 0),
+       price_state = CASE WHEN sid IS NULL THEN 'done' ELSE price_state END, updated_at = now()
+WHERE id = $1 AND status_rank < 3
+"""
+
+
+async def fail_call(conn: asyncpg.Connection, call_id: uuid.UUID, error_code: int | None, reason: str) -> None:
+    """End a call that Twilio never placed (or that failed on our side)."""
+    await conn.execute(FAIL_CALL, call_id, error_code, reason)
+
+
+APPLY_STATUS = """
+UPDATE calls SET
+    status = $2, status_rank = $3, sequence_number = $4,
+    answered_at = coalesce(answered_at, CASE
+        WHEN $2 = 'in-progress' THEN now()
+        WHEN $2 = 'completed' AND $5 > 0 THEN now() - make_interval(secs => $5) END),
+    ended_at = CASE WHEN $3 = 3 THEN coalesce(ended_at, now()) ELSE ended_at END,
+    duration_s = CASE WHEN $3 = 3 THEN coalesce($5, duration_s, 0) ELSE duration_s END,
+    error_code = coalesce($6, error_code),
+    price_next_at = CASE WHEN $3 = 3 THEN now() + make_interval(secs => $7) ELSE price_next_at END,
+    updated_at = now()
+WHERE id = $1
+  AND (status_rank < $3 OR (status_rank = $3 AND $3 < 3 AND coalesce(sequence_number, -1) < $4))
+"""
+
+
+async def apply_status(conn: asyncpg.Connection, call_id: uuid.UUID, status: str, sequence: int,
+                       duration_s: int | None, error_code: int | None, price_after_s: float) -> bool:
+    """Move the call to `status` if that is forward; True when it moved."""
+    result = await conn.execute(APPLY_STATUS, call_id, status, STATUS_RANK[status], sequence,
+                                duration_s, error_code, price_after_s)
+    return result == "UPDATE 1"
+
+
+SET_ANSWERED = "UPDATE calls SET answered_at = coalesce(answered_at, now()), updated_at = now() WHERE id = $1"
+
+
+async def set_answered(conn: asyncpg.Connection, call_id: uuid.UUID) -> None:
+    await conn.execute(SET_ANSWERED, call_id)
+
+
+WEBHOOK_CALL = f"SELECT {CALL_COLUMNS}, status_rank FROM calls WHERE id = $1"
+WEBHOOK_CALL_BY_SID = f"SELECT {CALL_COLUMNS}, status_rank FROM calls WHERE sid = $1 OR dial_sid = $1"
+
+
+async def find_webhook_call(conn: asyncpg.Connection, call_id: uuid.UUID | None,
+                            sid: str | None) -> asyncpg.Record | None:
+    """The call a Twilio webhook is about: by the callId we put in its URL, else by CallSid.
+    Webhooks carry no user: their signature is what authorises them."""
+    if call_id is not None:
+        return await conn.fetchrow(WEBHOOK_CALL, call_id)
+    if sid:
+        return await conn.fetchrow(WEBHOOK_CALL_BY_SID, sid)
+    return None
+
+
+SET_RECORDING = """
+UPDATE calls SET recording_sid = $2, recording_url = $3, recording_duration_s = $4,
+       voicemail = voicemail OR $5, updated_at = now()
+WHERE id = $1
+"""
+
+
+async def set_recording(conn: asyncpg.Connection, call_id: uuid.UUID, recording_sid: str, url: str,
+                        duration_s: int | None, voicemail: bool) -> None:
+    await conn.execute(SET_RECORDING, call_id, recording_sid, url, duration_s, voicemail)
+
+
+GET_CALL = f"SELECT {CALL_COLUMNS} FROM calls WHERE user_id = $1 AND id = $2"
+
+
+async def get_call(conn: asyncpg.Connection, user_id: str, call_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(GET_CALL, user_id, call_id)
+
+
+# One static statement for every combination of filters: a NULL parameter means "no filter".
+LIST_CALLS = f"""
+SELECT {CALL_COLUMNS} FROM calls
+WHERE user_id = $1
+  AND ($2::text IS NULL OR direction = $2)
+  AND ($3::text IS NULL OR status = $3)
+  AND ($4::timestamptz IS NULL OR created_at >= $4)
+  AND ($5::timestamptz IS NULL OR created_at < $5)
+  AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $8 OFFSET $9
+"""
+
+
+async def list_calls(conn: asyncpg.Connection, user_id: str, *, direction: str | None, status: str | None,
+                     since: datetime | None, until: datetime | None, before: tuple[datetime, uuid.UUID] | None,
+                     limit: int, offset: int) -> list[asyncpg.Record]:
+    before_at, before_id = before if before else (None, None)
+    return await conn.fetch(LIST_CALLS, user_id, direction, status, since, until, before_at, before_id,
+                            limit, offset)
+
+
+# A lease, not a lock held across Twilio calls: claimed rows move their next attempt forward,
+# so another replica (or the next round) skips them until the lease lapses.
+CLAIM_DUE_PRICES = """
+UPDATE calls SET price_next_at = $1 + make_interval(secs => $3)
+WHERE id IN (
+    SELECT id FROM calls
+    WHERE price_state = 'pending' AND ended_at IS NOT NULL AND sid IS NOT NULL AND price_next_at <= $1
+    ORDER BY price_next_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, sid, dial_sid, ended_at, price_attempts
+"""
+
+
+async def claim_due_prices(conn: asyncpg.Connection, now: datetime, limit: int,
+                           lease_s: float) -> list[asyncpg.Record]:
+    return await conn.fetch(CLAIM_DUE_PRICES, now, limit, lease_s)
+
+
+SET_PRICE = """
+UPDATE calls SET price = $2, price_unit = $3, price_state = 'done', price_next_at = NULL, updated_at = now()
+WHERE id = $1
+"""
+
+
+async def set_price(conn: asyncpg.Connection, call_id: uuid.UUID, price: Decimal, unit: str) -> None:
+    await conn.execute(SET_PRICE, call_id, price, unit)
+
+
+RESCHEDULE_PRICE = """
+UPDATE calls SET price_attempts = price_attempts + 1, price_next_at = $2,
+       price_state = CASE WHEN $3 THEN 'gave_up' ELSE 'pending' END
+WHERE id = $1
+"""
+
+
+async def reschedule_price(conn: asyncpg.Connection, call_id: uuid.UUID, next_at: datetime,
+                           give_up: bool) -> None:
+    await conn.execute(RESCHEDULE_PRICE, call_id, next_at, give_up)

@@ -1,0 +1,161 @@
+"""Twilio's voice webhooks: inbound routing, the outbound bridge, the Dial action, recordings and
+status callbacks. The guard has checked each signature before these run."""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from aiohttp import web
+
+from commpro.appkeys import config_key, pool_key
+from commpro.calls import store, twiml
+from commpro.errors import ValidationError
+from commpro.numbers import store as numbers
+from commpro.validation import is_e164
+from commpro.webhooks import twiml as twiml_response
+from commpro.webhooks import webhook_form
+
+log = structlog.get_logger("commpro.calls")
+routes = web.RouteTableDef()
+ANSWERED = frozenset({"completed", "answered"})
+
+
+def _call_id(request: web.Request) -> uuid.UUID | None:
+    value = request.query.get("callId")
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ValidationError(details={"callId": "must be a UUID"}) from None
+
+
+def _int(form, name: str) -> int | None:
+    value = form.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationError(details={name: "must be a whole number"}) from None
+
+
+@routes.post("/webhook/voice", name="webhook_voice")
+async def incoming_call(request: web.Request) -> web.Response:
+    """A call to one of our numbers: reject, voicemail or ring the user, by the number's routing."""
+    form = webhook_form(request, "CallSid", "From", "To")
+    config = request.config_dict[config_key]
+    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+        number = await numbers.get_number_by_e164(conn, form["To"])
+        if number is None:
+            log.info("call_to_unknown_number", call_sid=form["CallSid"], to_number=form["To"])
+            return twiml_response(twiml.unknown_number(config))
+        call_id = await store.insert_inbound_call(conn, number["user_id"], number["id"], form["CallSid"],
+                                                  form["From"], form["To"])
+    if number["routing"] == "reject" or form["From"] in number["blocked_numbers"]:
+        return twiml_response(twiml.reject())
+    if number["routing"] == "voicemail" or not (number["identity"] or number["forward_to"]):
+        return twiml_response(twiml.voicemail(config, number, call_id))
+    return twiml_response(twiml.forward(config, number, call_id))
+
+
+@routes.post("/webhook/voice/outbound", name="webhook_voice_outbound")
+async def outbound_bridge(request: web.Request) -> web.Response:
+    """The user answered the first leg of POST /api/calls/initiate (callId in the URL), or the app
+    placed a call through the TwiML app (From=client:<identity>, To=the destination)."""
+    form = webhook_form(request, "CallSid", "From")
+    config = request.config_dict[config_key]
+    call_id = _call_id(request)
+    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+        if call_id is not None:
+            call = await store.find_webhook_call(conn, call_id, None)
+            if call is None or call["direction"] != "outbound":
+                log.warning("bridge_for_unknown_call", call_id=str(call_id), call_sid=form["CallSid"])
+                return twiml_response(twiml.hangup())
+            await store.set_call_sid(conn, call_id, form["CallSid"])
+            return twiml_response(twiml.bridge(config, call_id, call["from_number"], call["to_number"]))
+        return twiml_response(await _app_call(conn, config, form))
+
+
+async def _app_call(conn, config, form) -> object:
+    identity = form["From"].removeprefix("client:")
+    to = form.get("To", "")
+    if not form["From"].startswith("client:") or not is_e164(to):
+        return twiml.refuse(config, "Ce numéro n'est pas valide.")
+    owned = await numbers.numbers_of_identity(conn, identity)
+    wanted = form.get("CallerId")
+    chosen = next((n for n in owned if n["e164"] == wanted), None) if wanted else (owned[0] if owned else None)
+    if chosen is None:
+        # The caller id must be one of this identity's user's numbers: nobody borrows another's.
+        log.warning("app_call_refused", identity=identity, caller_id=wanted)
+        return twiml.refuse(config, "Vous ne pouvez pas appeler depuis ce numéro.")
+    call_id = await store.insert_app_call(conn, chosen["user_id"], chosen["id"], form["CallSid"], chosen["e164"], to)
+    return twiml.bridge(config, call_id, chosen["e164"], to)
+
+
+@routes.post("/webhook/voice/completed", name="webhook_voice_completed")
+async def dial_completed(request: web.Request) -> web.Response:
+    """The Dial of an inbound call ended: hang up if someone answered, else maybe voicemail."""
+    form = webhook_form(request, "CallSid", "DialCallStatus", "To")
+    config = request.config_dict[config_key]
+    if form["DialCallStatus"] in ANSWERED:
+        return twiml_response(twiml.hangup())
+    async with request.config_dict[pool_key].acquire() as conn:
+        number = await numbers.get_number_by_e164(conn, form["To"])
+        call = await store.find_webhook_call(conn, _call_id(request), form["CallSid"])
+    if number is None or call is None or not number["voicemail_on_no_answer"]:
+        return twiml_response(twiml.hangup())
+    return twiml_response(twiml.voicemail(config, number, call["id"]))
+
+
+@routes.post("/webhook/voice/recording", name="webhook_voice_recording")
+async def recording(request: web.Request) -> web.Response:
+    form = webhook_form(request, "CallSid", "RecordingSid", "RecordingUrl")
+    duration = _int(form, "RecordingDuration")
+    async with request.config_dict[pool_key].acquire() as conn:
+        call = await store.find_webhook_call(conn, _call_id(request), form["CallSid"])
+        if call is None:
+            log.warning("recording_for_unknown_call", call_sid=form["CallSid"])
+        else:
+            await store.set_recording(conn, call["id"], form["RecordingSid"], form["RecordingUrl"], duration,
+                                      request.query.get("voicemail") == "1")
+    return twiml_response(twiml.hangup())
+
+
+@routes.post("/webhook/voice/status", name="webhook_voice_status")
+async def status_callback(request: web.Request) -> web.Response:
+    """A leg's status. `leg=dial` is the leg to the destination (outbound: it is the call's
+    status) or to the user (inbound: it tells when the user answered); `leg=user` is an outbound
+    call's first leg, which only ends the call when the user never answered."""
+    form = webhook_form(request, "CallSid", "CallStatus")
+    status = form["CallStatus"]
+    if status not in store.STATUS_RANK:
+        raise ValidationError(details={"CallStatus": "unknown status"})
+    sequence, duration, error = _int(form, "SequenceNumber"), _int(form, "CallDuration"), _int(form, "ErrorCode")
+    leg = request.query.get("leg")
+    price_after = request.config_dict[config_key].calls.price_first_after_s
+    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+        call = await store.find_webhook_call(conn, _call_id(request), form["CallSid"])
+        if call is None:
+            log.info("status_for_unknown_call", call_sid=form["CallSid"], status=status)
+            return web.Response(status=204)
+
+        def advance():  # the coroutine that moves the call forward, awaited where it applies
+            return store.apply_status(conn, call["id"], status, sequence or 0, duration, error, price_after)
+
+        if leg == "dial":
+            await store.set_dial_sid(conn, call["id"], form["CallSid"])
+            if call["direction"] == "outbound":
+                await advance()
+            elif status == "in-progress":
+                await store.set_answered(conn, call["id"])
+        elif leg == "user":
+            await store.set_call_sid(conn, call["id"], form["CallSid"])
+            # Once the destination is dialled, its leg decides; before, a first leg that ends
+            # (the user did not answer, or hung up) ends the call.
+            if store.STATUS_RANK[status] == store.TERMINAL_RANK and call["dial_sid"] is None:
+                await advance()
+        else:
+            await advance()
+    return web.Response(status=204)
