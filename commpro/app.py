@@ -9,13 +9,13 @@ from aiohttp import web
 from commpro import ops
 from commpro.appkeys import config_key, sandbox_state_key, started_at_key, tasks_key
 from commpro.auth import auth_middleware
+from commpro.calls import routes as call_routes
+from commpro.calls import webhooks as call_webhooks
+from commpro.calls.prices import price_job
 from commpro.config import Config
 from commpro.db import pool_ctx
 from commpro.errors import error_middleware
 from commpro.logs import access_middleware
-from commpro.calls import routes as call_routes
-from commpro.calls import webhooks as call_webhooks
-from commpro.calls.prices import price_job
 from commpro.messages import webhooks as message_webhooks
 from commpro.numbers import routes as number_routes
 from commpro.twilio_gateway import TwilioGateway, twilio_ctx

@@ -99,9 +99,9 @@ async def fail_call(conn: asyncpg.Connection, call_id: uuid.UUID, error_code: in
 APPLY_STATUS = """
 UPDATE calls SET
     status = $2, status_rank = $3, sequence_number = $4,
-    answered_at = coalesce(answered_at, CASE
+    answered_at = CASE WHEN NOT $8 THEN answered_at ELSE coalesce(answered_at, CASE
         WHEN $2 = 'in-progress' THEN now()
-        WHEN $2 = 'completed' AND $5 > 0 THEN now() - make_interval(secs => $5) END),
+        WHEN $2 = 'completed' AND $5 > 0 THEN now() - make_interval(secs => $5) END) END,
     ended_at = CASE WHEN $3 = 3 THEN coalesce(ended_at, now()) ELSE ended_at END,
     duration_s = CASE WHEN $3 = 3 THEN coalesce($5, duration_s, 0) ELSE duration_s END,
     error_code = coalesce($6, error_code),
@@ -113,10 +113,12 @@ WHERE id = $1
 
 
 async def apply_status(conn: asyncpg.Connection, call_id: uuid.UUID, status: str, sequence: int,
-                       duration_s: int | None, error_code: int | None, price_after_s: float) -> bool:
-    """Move the call to `status` if that is forward; True when it moved."""
+                       duration_s: int | None, error_code: int | None, price_after_s: float,
+                       *, answers: bool) -> bool:
+    """Move the call to `status` if that is forward; True when it moved. `answers`: this leg
+    being in progress means the callee answered (the destination's leg, not a caller's)."""
     result = await conn.execute(APPLY_STATUS, call_id, status, STATUS_RANK[status], sequence,
-                                duration_s, error_code, price_after_s)
+                                duration_s, error_code, price_after_s, answers)
     return result == "UPDATE 1"
 
 

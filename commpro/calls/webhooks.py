@@ -141,13 +141,14 @@ async def status_callback(request: web.Request) -> web.Response:
             log.info("status_for_unknown_call", call_sid=form["CallSid"], status=status)
             return web.Response(status=204)
 
-        def advance():  # the coroutine that moves the call forward, awaited where it applies
-            return store.apply_status(conn, call["id"], status, sequence or 0, duration, error, price_after)
+        def advance(answers: bool):  # the coroutine that moves the call forward, where it applies
+            return store.apply_status(conn, call["id"], status, sequence or 0, duration, error, price_after,
+                                      answers=answers)
 
         if leg == "dial":
             await store.set_dial_sid(conn, call["id"], form["CallSid"])
             if call["direction"] == "outbound":
-                await advance()
+                await advance(answers=True)
             elif status == "in-progress":
                 await store.set_answered(conn, call["id"])
         elif leg == "user":
@@ -155,7 +156,8 @@ async def status_callback(request: web.Request) -> web.Response:
             # Once the destination is dialled, its leg decides; before, a first leg that ends
             # (the user did not answer, or hung up) ends the call.
             if store.STATUS_RANK[status] == store.TERMINAL_RANK and call["dial_sid"] is None:
-                await advance()
+                await advance(answers=False)
         else:
-            await advance()
+            # The caller's own leg (inbound calls): the user answering shows on the dial leg.
+            await advance(answers=call["direction"] == "outbound")
     return web.Response(status=204)
