@@ -11,13 +11,14 @@ from commpro.appkeys import config_key, sandbox_state_key, started_at_key, tasks
 from commpro.auth import auth_middleware
 from commpro.calls import routes as call_routes
 from commpro.calls import webhooks as call_webhooks
-from commpro.calls.prices import price_job
+from commpro.calls.prices import PRICES as CALL_PRICES
 from commpro.config import Config
 from commpro.db import pool_ctx
 from commpro.errors import error_middleware
 from commpro.logs import access_middleware
 from commpro.messages import webhooks as message_webhooks
 from commpro.numbers import routes as number_routes
+from commpro.prices import price_job
 from commpro.twilio_gateway import TwilioGateway, twilio_ctx
 from commpro.webhooks import webhook_guard
 
@@ -35,7 +36,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app[started_at_key] = time.monotonic()
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(twilio_ctx(twilio))
-    app.cleanup_ctx.append(price_job(config.calls.price_poll_interval_s))
+    app.cleanup_ctx.append(price_job(CALL_PRICES, config.prices.poll_interval_s))
     app.add_routes(ops.routes)
     app.add_routes(number_routes.routes)
     app.add_routes(call_routes.routes)

@@ -71,6 +71,8 @@ class TwilioSettings:
     api_base_url: str = ""
     insights_base_url: str = ""
     timeout_s: float = 10.0
+    # Where Twilio's media URLs may redirect to (suffix match); credentials never follow.
+    media_hosts: tuple[str, ...] = ("twiliocdn.com",)
     # For the mobile apps' Access Tokens (GET /api/calls/token).
     api_key_sid: str = ""
     api_key_secret: str = field(default="", repr=False)
@@ -84,10 +86,25 @@ class TwilioSettings:
 @dataclass(frozen=True)
 class CallSettings:
     rate_per_minute: int = 10
-    price_poll_interval_s: float = 30.0
-    price_first_after_s: float = 30.0
-    price_retry_max_s: float = 900.0
-    price_window_s: float = 86400.0
+
+
+@dataclass(frozen=True)
+class MessageSettings:
+    rate_per_minute: int = 60
+    max_upload_bytes: int = 5 * 1024 * 1024
+    max_fetch_bytes: int = 5 * 1024 * 1024
+    media_url_ttl_s: int = 3600
+    fetch_interval_s: float = 10.0
+    fetch_retry_first_s: float = 5.0
+    fetch_attempts: int = 8
+
+
+@dataclass(frozen=True)
+class PriceSettings:
+    poll_interval_s: float = 30.0
+    first_after_s: float = 30.0
+    retry_max_s: float = 900.0
+    window_s: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +120,10 @@ class VoiceSettings:
 @dataclass(frozen=True)
 class CryptoSettings:
     master_key: str = field(default="", repr=False)
+    # Older master keys, still readable until `commpro keys rotate-master` has re-wrapped.
+    previous_master_keys: tuple[str, ...] = field(default=(), repr=False)
+    key_cache_ttl_s: float = 300.0
+    key_cache_size: int = 10000
 
 
 @dataclass(frozen=True)
@@ -139,6 +160,8 @@ class Config:
     auth: AuthSettings = AuthSettings()
     twilio: TwilioSettings = TwilioSettings()
     calls: CallSettings = CallSettings()
+    messages: MessageSettings = MessageSettings()
+    prices: PriceSettings = PriceSettings()
     voice: VoiceSettings = VoiceSettings()
     crypto: CryptoSettings = CryptoSettings()
     log: LogSettings = LogSettings()
@@ -363,18 +386,23 @@ def _validate(config: Config, origin: dict) -> Config:
         ("quality", "concurrency", config.quality.concurrency, 1),
         ("auth", "leeway_s", config.auth.leeway_s, 0),
         ("calls", "rate_per_minute", config.calls.rate_per_minute, 1),
+        ("messages", "rate_per_minute", config.messages.rate_per_minute, 1),
+        ("messages", "fetch_attempts", config.messages.fetch_attempts, 1),
+        ("crypto", "key_cache_size", config.crypto.key_cache_size, 1),
         ("voice", "ring_timeout_s", config.voice.ring_timeout_s, 5),
     ):
         if value < low:
             errors.append(f"{where(section, key)}: must be at least {low}, got {value}")
     if config.database.pool_min > config.database.pool_max:
         errors.append(f"{where('database', 'pool_min')}: larger than database.pool_max")
-    if config.crypto.master_key:
-        try:
-            if len(base64.b64decode(config.crypto.master_key, validate=True)) != 32:
-                raise ValueError
-        except ValueError:
-            errors.append(f"{where('crypto', 'master_key')}: expected base64 of 32 bytes")
+    for key_name, values in (("master_key", [config.crypto.master_key]),
+                             ("previous_master_keys", list(config.crypto.previous_master_keys))):
+        for value in filter(None, values):
+            try:
+                if len(base64.b64decode(value, validate=True)) != 32:
+                    raise ValueError
+            except ValueError:
+                errors.append(f"{where('crypto', key_name)}: expected base64 of 32 bytes")
     if errors:
         raise ConfigError("invalid configuration: " + "; ".join(errors))
     log = dataclasses.replace(config.log, level=config.log.level.upper())

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commpro.calls import store
-from commpro.calls.prices import fetch_due_prices
+from commpro.calls.prices import PRICES
+from commpro.prices import fetch_due_prices
 from tests.conftest import new_user
 
 DEST = "+447911123456"
@@ -141,21 +142,21 @@ async def test_price_is_fetched_after_the_call_and_sums_the_legs(start_service):
     await service.sandbox_idle()
     later = datetime.now(UTC) + timedelta(minutes=10)
     # Twilio has no price yet: nothing stored, retried later.
-    assert await fetch_due_prices(service.app, now=later) == 0
+    assert await fetch_due_prices(service.app, PRICES, now=later) == 0
     async with service.pool.acquire() as conn:
         row = await conn.fetchrow("SELECT price_state, price_attempts, price_next_at FROM calls WHERE id = $1",
                                   uuid.UUID(call_id))
     assert (row["price_state"], row["price_attempts"]) == ("pending", 1) and row["price_next_at"] > later
     await service.sandbox_control(pricesNow=True)
-    assert await fetch_due_prices(service.app, now=row["price_next_at"]) == 1
+    assert await fetch_due_prices(service.app, PRICES, now=row["price_next_at"]) == 1
     call = await (await service.client.get(f"/api/calls/{call_id}", headers=service.auth(user))).json()
     # Two legs of 7 s, each billed one minute at 0.013.
     assert (call["price"], call["priceUnit"]) == ("-0.02600", "USD")
-    assert await fetch_due_prices(service.app, now=row["price_next_at"] + timedelta(days=1)) == 0
+    assert await fetch_due_prices(service.app, PRICES, now=row["price_next_at"] + timedelta(days=1)) == 0
 
 
 async def test_price_gives_up_after_the_window(start_service):
-    service = await start_service(COMMPRO_SANDBOX_PRICE_AFTER_S="999999", COMMPRO_CALLS_PRICE_WINDOW_S="600")
+    service = await start_service(COMMPRO_SANDBOX_PRICE_AFTER_S="999999", COMMPRO_PRICES_WINDOW_S="600")
     user = new_user()
     number = await service.add_number(user, identity=user)
     resp = await service.client.post("/api/calls/initiate", json={"from": number, "to": DEST},
@@ -164,7 +165,7 @@ async def test_price_gives_up_after_the_window(start_service):
     await service.sandbox_idle()
     now = datetime.now(UTC) + timedelta(minutes=1)
     for _ in range(10):
-        await fetch_due_prices(service.app, now=now)
+        await fetch_due_prices(service.app, PRICES, now=now)
         now += timedelta(hours=1)
     async with service.pool.acquire() as conn:
         row = await conn.fetchrow("SELECT price_state, price, price_attempts FROM calls WHERE id = $1", call_id)

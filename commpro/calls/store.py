@@ -196,7 +196,7 @@ WHERE id IN (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, sid, dial_sid, ended_at, price_attempts
+RETURNING id, array_remove(ARRAY[sid, dial_sid], NULL) AS legs, ended_at, price_attempts
 """
 
 

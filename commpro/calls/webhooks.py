@@ -134,7 +134,7 @@ async def status_callback(request: web.Request) -> web.Response:
         raise ValidationError(details={"CallStatus": "unknown status"})
     sequence, duration, error = _int(form, "SequenceNumber"), _int(form, "CallDuration"), _int(form, "ErrorCode")
     leg = request.query.get("leg")
-    price_after = request.config_dict[config_key].calls.price_first_after_s
+    price_after = request.config_dict[config_key].prices.first_after_s
     async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
         call = await store.find_webhook_call(conn, _call_id(request), form["CallSid"])
         if call is None:
