@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
 
 from commpro import ops
-from commpro.appkeys import config_key, sandbox_state_key, started_at_key, tasks_key
+from commpro.appkeys import (
+    config_key,
+    keyring_key,
+    media_wake_key,
+    sandbox_state_key,
+    started_at_key,
+    tasks_key,
+)
 from commpro.auth import auth_middleware
 from commpro.calls import routes as call_routes
 from commpro.calls import webhooks as call_webhooks
@@ -15,8 +23,12 @@ from commpro.calls.prices import PRICES as CALL_PRICES
 from commpro.config import Config
 from commpro.db import pool_ctx
 from commpro.errors import error_middleware
+from commpro.keys import KeyRing
 from commpro.logs import access_middleware
+from commpro.messages import media as message_media
+from commpro.messages import routes as message_routes
 from commpro.messages import webhooks as message_webhooks
+from commpro.messages.prices import PRICES as MESSAGE_PRICES
 from commpro.numbers import routes as number_routes
 from commpro.prices import price_job
 from commpro.twilio_gateway import TwilioGateway, twilio_ctx
@@ -34,14 +46,20 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app[config_key] = config
     app[tasks_key] = {}
     app[started_at_key] = time.monotonic()
+    app[keyring_key] = KeyRing(config.crypto)
+    app[media_wake_key] = asyncio.Event()
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(twilio_ctx(twilio))
     app.cleanup_ctx.append(price_job(CALL_PRICES, config.prices.poll_interval_s))
+    app.cleanup_ctx.append(price_job(MESSAGE_PRICES, config.prices.poll_interval_s))
+    app.cleanup_ctx.append(message_media.media_fetch_job(config.messages.fetch_interval_s))
     app.add_routes(ops.routes)
     app.add_routes(number_routes.routes)
     app.add_routes(call_routes.routes)
     app.add_routes(call_webhooks.routes)
+    app.add_routes(message_routes.routes)
     app.add_routes(message_webhooks.routes)
+    app.add_routes(message_media.routes)
     if config.twilio.sandbox:
         from commpro.sandbox import create_sandbox_app
 

@@ -15,6 +15,7 @@ from multidict import MultiDictProxy
 from commpro.config import Config
 
 if TYPE_CHECKING:  # for annotations only: both modules import this one
+    from commpro.keys import KeyRing
     from commpro.sandbox.state import SandboxState
     from commpro.twilio_gateway import TwilioGateway
 
@@ -25,6 +26,9 @@ twilio_key: web.AppKey[TwilioGateway] = web.AppKey("twilio_key")
 tasks_key = web.AppKey("tasks_key", dict[str, asyncio.Task])
 started_at_key = web.AppKey("started_at_key", float)
 sandbox_state_key: web.AppKey[SandboxState] = web.AppKey("sandbox_state_key")
+keyring_key: web.AppKey[KeyRing] = web.AppKey("keyring_key")
+# Set when inbound media is waiting, so the fetcher need not wait for its next round.
+media_wake_key = web.AppKey("media_wake_key", asyncio.Event)
 
 request_id_key = web.RequestKey("request_id_key", str)
 # The verified JWT claims of the caller; absent on routes that need no JWT.

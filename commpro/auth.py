@@ -28,6 +28,8 @@ PUBLIC_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^/healthz$"), "none"),
     (re.compile(r"^/readyz$"), "none"),
     (re.compile(r"^/webhook(/[a-z]+)+$"), "twilio-signature"),
+    # Outbound MMS media for Twilio to fetch: its own HMAC signature in the query.
+    (re.compile(r"^/media/[0-9a-f-]{36}$"), "signed-url"),
     # No segment may start with a dot, so "/_sandbox/../status" is not a sandbox path.
     (re.compile(r"^/_sandbox(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)+$"), "sandbox-basic"),
 )

@@ -20,8 +20,10 @@ log = structlog.get_logger("commpro.background")
 Job = Callable[[web.Application], Awaitable[None]]
 
 
-def periodic(name: str, interval_s: float, job: Job) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context that runs `job(app)` every `interval_s` seconds until shutdown."""
+def periodic(name: str, interval_s: float, job: Job,
+             wake: web.AppKey[asyncio.Event] | None = None) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context that runs `job(app)` every `interval_s` seconds until shutdown, or
+    sooner when the event under `wake` is set."""
 
     async def loop(app: web.Application) -> None:
         while True:
@@ -29,7 +31,11 @@ def periodic(name: str, interval_s: float, job: Job) -> Callable[[web.Applicatio
                 await job(app)
             except Exception:
                 log.exception("background_iteration_failed", task=name)
-            await asyncio.sleep(interval_s)
+            if wake is None:
+                await asyncio.sleep(interval_s)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(app[wake].wait(), interval_s)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(loop(app), name=name)

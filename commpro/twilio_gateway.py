@@ -18,6 +18,7 @@ from aiohttp import web
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
+from yarl import URL
 
 from commpro.appkeys import config_key, twilio_key
 from commpro.config import TwilioSettings
@@ -90,6 +91,16 @@ class TwilioGateway:
         self.account_sid = settings.account_sid
         self.api_base_url = (settings.api_base_url or "https://api.twilio.com").rstrip("/")
         self._authorization = aiohttp.encode_basic_auth(settings.account_sid, settings.auth_token)
+        self._media_hosts = settings.media_hosts
+
+    def _media_host(self, target: URL) -> bool:
+        host = target.host or ""
+        if target.scheme not in ("http", "https") or (target.scheme == "http" and self.mode == "live"):
+            return False
+        if (target.scheme, host, target.port) == (URL(self.api_base_url).scheme, URL(self.api_base_url).host,
+                                                  URL(self.api_base_url).port):
+            return True
+        return any(host == h or host.endswith("." + h) for h in self._media_hosts)
 
     async def call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Run one Twilio API call under the deadline; raise domain errors only."""
@@ -109,14 +120,24 @@ class TwilioGateway:
     async def open_media(self, url: str) -> aiohttp.ClientResponse:
         """GET a recording or media URL Twilio gave us, with the account's credentials.
 
-        Only URLs under the Twilio API base are fetched: a URL from the database never sends our
-        credentials anywhere else. The caller streams the body and releases the response.
+        Only URLs under the Twilio API base are fetched with them: a URL from a webhook or the
+        database never sends our credentials anywhere else. Twilio answers media URLs with a
+        redirect to its media host: that one hop is followed, without credentials, and only to a
+        host of twilio.media_hosts (or the API's own). The caller streams the body and releases
+        the response.
         """
         if not url.startswith(self.api_base_url + "/"):
             raise BadGateway("Refusing to fetch a media URL outside Twilio")
         try:
             async with asyncio.timeout(self.timeout_s):
-                resp = await self.http.session.get(url, headers={"Authorization": self._authorization})
+                resp = await self.http.session.get(url, headers={"Authorization": self._authorization},
+                                                   allow_redirects=False)
+                if resp.status in (301, 302, 303, 307, 308):
+                    target = URL(url).join(URL(resp.headers.get("Location", "")))
+                    resp.release()
+                    if not self._media_host(target):
+                        raise BadGateway("Twilio redirected media to an unexpected host")
+                    resp = await self.http.session.get(target, allow_redirects=False)
         except TimeoutError:
             raise GatewayTimeout(f"Twilio did not answer within {self.timeout_s:g}s") from None
         except (aiohttp.ClientError, OSError):

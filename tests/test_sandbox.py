@@ -12,7 +12,7 @@ from aiohttp import web
 from commpro.errors import NotFound, PaymentRequired
 from commpro.sandbox import magic
 from commpro.twilio_gateway import TwilioError
-from tests.conftest import create_call
+from tests.conftest import create_call, new_user
 
 
 async def test_call_lifecycle_posts_signed_callbacks_in_order(service, receiver):
@@ -137,14 +137,15 @@ async def test_voice_insights_summary(service, receiver):
 
 async def test_simulated_inbound_sms_reaches_the_signed_webhook(service, logs):
     auth = aiohttp.encode_basic_auth(service.config.twilio.account_sid, service.config.twilio.auth_token)
-    payload = {"from": "+33612345678", "to": "+15005550006", "body": "hi there",
+    number = await service.add_number(new_user())
+    payload = {"from": "+33612345678", "to": number, "body": "hi there",
                "media": [{"contentType": "image/png", "dataBase64": base64.b64encode(b"\x89PNG fake").decode()}]}
     resp = await service.client.post("/_sandbox/simulate/sms", json=payload, headers={"Authorization": auth})
     assert resp.status == 200
     result = await resp.json()
     assert result["webhook"]["status"] == 200 and "<Response" in result["webhook"]["response"]
     [received] = [r for r in logs.records() if r["event"] == "sms_received"]
-    assert received["message_sid"] == result["messageSid"] and received["num_media"] == "1"
+    assert received["message_sid"] == result["messageSid"] and received["num_media"] == 1
 
 
 async def test_deadline_around_every_call(start_service, aiohttp_server):

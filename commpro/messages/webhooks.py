@@ -1,30 +1,93 @@
-"""Twilio's messaging webhooks.
-
-For now the inbound SMS webhook is verified (by the guard), checked for its required fields,
-logged without its body and answered with empty TwiML. Storing the message, encrypted, is the
-messaging work that follows.
-"""
+"""Twilio's messaging webhooks: inbound SMS/MMS and delivery status. The guard has checked each
+signature before these run."""
 
 from __future__ import annotations
+
+import uuid
 
 import structlog
 from aiohttp import web
 from twilio.twiml.messaging_response import MessagingResponse
 
+from commpro.appkeys import config_key, keyring_key, media_wake_key, pool_key
+from commpro.errors import ValidationError
+from commpro.messages import store
+from commpro.messages.content import seal
+from commpro.messages.sms import encoding_and_segments, opt_keyword
+from commpro.numbers import store as numbers
 from commpro.webhooks import twiml, webhook_form
 
 log = structlog.get_logger("commpro.messages")
 routes = web.RouteTableDef()
+MAX_MEDIA = 10
 
 
 @routes.post("/webhook/sms", name="webhook_sms")
 async def inbound_sms(request: web.Request) -> web.Response:
+    """Store the message encrypted, once per MessageSid, and answer at once; its media is
+    recorded as pending in the same transaction and fetched in the background."""
     form = webhook_form(request, "MessageSid", "From", "To")
-    log.info(
-        "sms_received",
-        message_sid=form["MessageSid"],
-        from_number=form["From"],
-        to_number=form["To"],
-        num_media=form.get("NumMedia", "0"),
-    )
+    try:
+        num_media = min(int(form.get("NumMedia") or 0), MAX_MEDIA)
+    except ValueError:
+        raise ValidationError(details={"NumMedia": "must be a whole number"}) from None
+    config = request.config_dict[config_key]
+    body = form.get("Body", "")
+    keyword = opt_keyword(body, form.get("OptOutType"))
+    message_id = uuid.uuid4()
+    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+        number = await numbers.get_number_by_e164(conn, form["To"])
+        if number is None:
+            log.info("sms_to_unknown_number", message_sid=form["MessageSid"], to_number=form["To"])
+            return twiml(MessagingResponse())
+        user = number["user_id"]
+        contact = await store.upsert_contact(conn, user, form["From"])
+        if keyword in ("stop", "start"):
+            await store.set_opt_out(conn, user, form["From"], keyword == "stop")
+        key = await request.config_dict[keyring_key].data_key(conn, user, create=True)
+        encoding, segments = encoding_and_segments(body)
+        inserted = await store.insert_inbound(
+            conn, message_id, user, contact["id"], number["id"], form["MessageSid"], form["From"], form["To"],
+            seal(key, "body", user, message_id, body.encode()), segments, encoding, num_media,
+            config.prices.first_after_s)
+        if inserted:
+            for i in range(num_media):
+                url = form.get(f"MediaUrl{i}")
+                if not url:
+                    continue
+                media_sid = url.rstrip("/").rsplit("/", 1)[-1]
+                await store.insert_pending_media(conn, uuid.uuid4(), message_id, user,
+                                                 media_sid if media_sid.startswith("ME") else None,
+                                                 form.get(f"MediaContentType{i}"), url)
+    log.info("sms_received", message_sid=form["MessageSid"], from_number=form["From"], to_number=form["To"],
+             num_media=num_media, duplicate=not inserted, keyword=keyword)
+    if inserted and num_media:
+        request.config_dict[media_wake_key].set()
     return twiml(MessagingResponse())
+
+
+@routes.post("/webhook/status", name="webhook_message_status")
+async def message_status(request: web.Request) -> web.Response:
+    """MessageStatus only moves forward; late or repeated callbacks change nothing."""
+    form = webhook_form(request, "MessageSid", "MessageStatus")
+    status = form["MessageStatus"]
+    if status not in store.STATUS_RANK:
+        raise ValidationError(details={"MessageStatus": "unknown status"})
+    error_code = form.get("ErrorCode")
+    if error_code and not error_code.isdigit():
+        raise ValidationError(details={"ErrorCode": "must be a whole number"})
+    message_id = None
+    if "messageId" in request.query:
+        try:
+            message_id = uuid.UUID(request.query["messageId"])
+        except ValueError:
+            raise ValidationError(details={"messageId": "must be a UUID"}) from None
+    price_after = request.config_dict[config_key].prices.first_after_s
+    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+        message = await store.find_webhook_message(conn, message_id, form["MessageSid"])
+        if message is None:
+            log.info("status_for_unknown_message", message_sid=form["MessageSid"], status=status)
+            return web.Response(status=204)
+        await store.set_message_sid(conn, message["id"], form["MessageSid"])
+        await store.apply_status(conn, message["id"], status, int(error_code) if error_code else None, price_after)
+    return web.Response(status=204)

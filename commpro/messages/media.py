@@ -1,0 +1,151 @@
+"""Media: type sniffing, the signed URLs Twilio fetches our MMS media from, and the background
+fetch of inbound media.
+
+Twilio gets, for each uploaded file, PUBLIC_BASE_URL/media/{id}?exp=...&sig=...: an HMAC-SHA256
+over the id and the expiry, with a key derived from the master key. It serves the decrypted
+bytes until it expires; a tampered or expired URL is a 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from aiohttp import web
+
+from commpro.appkeys import config_key, keyring_key, media_wake_key, pool_key, twilio_key
+from commpro.background import periodic
+from commpro.config import Config
+from commpro.errors import AppError, Forbidden, NotFound
+from commpro.messages import store
+from commpro.messages.content import AVAILABLE, open_content, reading_key, seal
+
+log = structlog.get_logger("commpro.media")
+routes = web.RouteTableDef()
+BATCH = 10
+LEASE_S = 120.0
+
+# Magic bytes of the types MMS may carry; the Content-Type a client sends is not trusted.
+SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
+              (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
+
+
+def sniff(data: bytes) -> str | None:
+    return next((kind for magic, kind in SIGNATURES if data.startswith(magic)), None)
+
+
+def _url_key(config: Config) -> bytes:
+    return hmac.new(base64.b64decode(config.crypto.master_key), b"commpro:media-url", hashlib.sha256).digest()
+
+
+def _signature(config: Config, media_id: str, expires: int) -> str:
+    mac = hmac.new(_url_key(config), f"{media_id}:{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def signed_media_url(config: Config, media_id: uuid.UUID, now: float | None = None) -> str:
+    expires = int((now or time.time()) + config.messages.media_url_ttl_s)
+    return f"{config.server.public_base_url}/media/{media_id}?exp={expires}&sig={_signature(config, str(media_id), expires)}"
+
+
+@routes.get("/media/{id}", name="signed_media")
+async def signed_media(request: web.Request) -> web.Response:
+    """What Twilio fetches for an outbound MMS: public, but only through a valid signed URL."""
+    config = request.config_dict[config_key]
+    media_id, expires, sig = request.match_info["id"], request.query.get("exp", ""), request.query.get("sig", "")
+    if not expires.isdigit() or not hmac.compare_digest(sig, _signature(config, media_id, int(expires))):
+        raise Forbidden("Invalid media signature")
+    if int(expires) < time.time():
+        raise Forbidden("This media link has expired")
+    try:
+        media_uuid = uuid.UUID(media_id)
+    except ValueError:
+        raise NotFound() from None
+    async with request.config_dict[pool_key].acquire() as conn:
+        row = await store.get_media_by_id(conn, media_uuid)
+        if row is None or row["is_link"] or row["fetch_state"] != "done":
+            raise NotFound()
+        key = await reading_key(request.config_dict[keyring_key], conn, row["user_id"])
+    return media_response(row, key, cache="private, max-age=300")
+
+
+def media_response(row, key, cache: str = "private, no-store") -> web.Response:
+    """The decrypted bytes of a stored media row, or the reason there are none."""
+    data, state = open_content(key, "media", row["user_id"], row["id"], row["ciphertext"], row["nonce"],
+                               row["created_at"])
+    if state != AVAILABLE or data is None:
+        raise NotFound(f"This media is {state}" if state != AVAILABLE else "This media is not available yet")
+    return web.Response(body=data, content_type=row["content_type"], headers={"Cache-Control": cache})
+
+
+# -- inbound media, fetched after the webhook has been answered --------------------------------
+
+
+async def fetch_pending_media(app: web.Application, now: datetime | None = None) -> int:
+    """One round: fetch what is due, store it encrypted; return how many were stored."""
+    config, pool, gateway = app[config_key], app[pool_key], app[twilio_key]
+    now = now or datetime.now(UTC)
+    async with pool.acquire() as conn:
+        due = await store.claim_pending_media(conn, now, BATCH, LEASE_S)
+    stored = 0
+    for row in due:
+        try:
+            data, content_type = await _download(gateway, row["source_url"], config.messages.max_fetch_bytes)
+        except _Refused as exc:
+            await _retry(pool, config, row, now, str(exc), give_up=True)
+            continue
+        except AppError as exc:
+            await _retry(pool, config, row, now, exc.message, give_up=False)
+            continue
+        async with pool.acquire() as conn, conn.transaction():
+            key = await app[keyring_key].data_key(conn, row["user_id"], create=True)
+            sealed = seal(key, "media", row["user_id"], row["id"], data)
+            await store.store_fetched_media(conn, row["id"], sealed, len(data), content_type)
+        stored += 1
+    return stored
+
+
+class _Refused(Exception):
+    """Not worth retrying: too large, or not a media type."""
+
+
+async def _download(gateway, url: str, limit: int) -> tuple[bytes, str]:
+    resp = await gateway.open_media(url)
+    try:
+        content_type = resp.content_type
+        if resp.content_length is not None and resp.content_length > limit:
+            raise _Refused(f"larger than {limit} bytes")
+        data = bytearray()
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            data += chunk
+            if len(data) > limit:
+                raise _Refused(f"larger than {limit} bytes")
+    finally:
+        resp.release()
+    return bytes(data), sniff(bytes(data)) or content_type
+
+
+async def _retry(pool, config: Config, row, now: datetime, error: str, give_up: bool) -> None:
+    attempts = row["fetch_attempts"] + 1
+    give_up = give_up or attempts >= config.messages.fetch_attempts
+    next_at = now + timedelta(seconds=config.messages.fetch_retry_first_s * 2 ** (attempts - 1))
+    async with pool.acquire() as conn:
+        await store.retry_media(conn, row["id"], next_at, error, give_up)
+    log.warning("media_fetch_failed", media_id=str(row["id"]), attempts=attempts, error=error, gave_up=give_up)
+
+
+def media_fetch_job(interval_s: float):
+    """The fetcher; the SMS webhook wakes it as soon as media is waiting."""
+
+    async def job(app: web.Application) -> None:
+        wake: asyncio.Event = app[media_wake_key]
+        wake.clear()
+        await fetch_pending_media(app)
+
+    return periodic("media-fetch", interval_s, job, wake=media_wake_key)

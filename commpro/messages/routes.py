@@ -1,0 +1,287 @@
+"""The Messaging API: send SMS and MMS, conversations, reading, media."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from commpro.appkeys import config_key, keyring_key, pool_key, twilio_key
+from commpro.auth import user_id
+from commpro.calls.twiml import webhook_url
+from commpro.errors import (
+    AppError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationError,
+)
+from commpro.guards import idempotent, rate_limit
+from commpro.keys import DataKey
+from commpro.messages import store
+from commpro.messages.content import open_content, reading_key, seal
+from commpro.messages.media import media_response, signed_media_url, sniff
+from commpro.messages.sms import encoding_and_segments
+from commpro.numbers import store as numbers
+from commpro.twilio_gateway import TwilioError
+from commpro.validation import Fields, decode_cursor, encode_cursor, json_body, parse_uuid
+
+routes = web.RouteTableDef()
+MAX_BODY = 1600
+MAX_MEDIA = 10
+OPTED_OUT_CODE = 21610
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def message_json(row: asyncpg.Record, key: DataKey | None, media: list[dict[str, Any]]) -> dict[str, Any]:
+    body, state = open_content(key, "body", row["user_id"], row["id"], row["body_ciphertext"], row["body_nonce"],
+                               row["created_at"])
+    return {
+        "id": str(row["id"]),
+        "direction": row["direction"],
+        "from": row["from_number"],
+        "to": row["to_number"],
+        "body": body.decode() if body is not None else None,
+        # "erased" once the user's key was shredded; "unreadable" if the ciphertext was tampered with.
+        "content": state,
+        "media": media,
+        "status": row["status"],
+        "errorCode": row["error_code"],
+        "readAt": _iso(row["read_at"]),
+        "createdAt": _iso(row["created_at"]),
+    }
+
+
+def media_json(row: asyncpg.Record, key: DataKey | None) -> dict[str, Any]:
+    url = f"/api/messages/{row['message_id']}/media/{row['id']}"
+    if row["is_link"]:
+        link, _ = open_content(key, "media", row["user_id"], row["id"], row["ciphertext"], row["nonce"],
+                               row["created_at"])
+        url = link.decode() if link is not None else None
+    return {"id": str(row["id"]), "contentType": row["content_type"], "size": row["size_bytes"], "url": url,
+            "state": row["fetch_state"]}
+
+
+# -- sending -----------------------------------------------------------------------------------
+
+
+async def _send(request: web.Request, from_number: str, to_number: str, body: str,
+                uploads: list[tuple[bytes, str]], links: list[str]) -> tuple[int, dict[str, Any]]:
+    """Validate, encrypt, insert with the conversation in one transaction, then ask Twilio."""
+    config, pool, keyring = request.config_dict[config_key], request.config_dict[pool_key], request.config_dict[keyring_key]
+    user = user_id(request)
+    async with pool.acquire() as conn:
+        number = await numbers.get_owned_number(conn, user, from_number)
+    if number is None:
+        raise Forbidden("'from' is not one of your numbers", details={"from": "not yours"})
+    await rate_limit(request, "messages.send", config.messages.rate_per_minute)
+    encoding, segments = encoding_and_segments(body)
+    message_id = uuid.uuid4()
+    media_ids = [uuid.uuid4() for _ in uploads]
+    async with pool.acquire() as conn, conn.transaction():
+        contact = await store.upsert_contact(conn, user, to_number)
+        if contact["opted_out"]:
+            raise Conflict("The recipient has opted out (STOP): they must text START first")
+        key = await keyring.data_key(conn, user, create=True)
+        sealed = seal(key, "body", user, message_id, body.encode()) if body else None
+        await store.insert_outbound(conn, message_id, user, contact["id"], number["id"], from_number, to_number,
+                                    sealed, segments, encoding, len(uploads) + len(links))
+        for media_id, (data, content_type) in zip(media_ids, uploads, strict=True):
+            await store.insert_media(conn, media_id, message_id, user, content_type, len(data),
+                                     seal(key, "media", user, media_id, data), is_link=False)
+        for link in links:
+            link_id = uuid.uuid4()
+            await store.insert_media(conn, link_id, message_id, user, None, None,
+                                     seal(key, "media", user, link_id, link.encode()), is_link=True)
+    gateway = request.config_dict[twilio_key]
+    media_urls = links + [signed_media_url(config, media_id) for media_id in media_ids]
+    try:
+        created = await gateway.call("messages.create", lambda: gateway.client.messages.create_async(
+            to=to_number, from_=from_number, body=body or None, media_url=media_urls or None,
+            status_callback=webhook_url(config, "/webhook/status", messageId=message_id),
+        ))
+    except AppError as exc:
+        code = exc.twilio_code if isinstance(exc, TwilioError) else None
+        async with pool.acquire() as conn, conn.transaction():
+            await store.fail_message(conn, message_id, code)
+            if code == OPTED_OUT_CODE:
+                await store.set_opt_out(conn, user, to_number, True)
+        raise
+    async with pool.acquire() as conn:
+        await store.set_message_sid(conn, message_id, created.sid)
+    return 201, {"messageId": str(message_id), "status": "queued", "sid": created.sid,
+                 "segments": segments, "encoding": encoding}
+
+
+@routes.post("/api/messages/send", name="send_message")
+async def send_message(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    fields = Fields(body, allowed=("from", "to", "body"))
+    from_number, to_number = fields.e164("from"), fields.e164("to")
+    text = fields.string("body", min_len=1, max_len=MAX_BODY)
+    fields.check()
+    return await idempotent(request, "messages.send", body,
+                            lambda: _send(request, from_number, to_number, text, [], []))
+
+
+@routes.post("/api/messages/send-mms", name="send_mms")
+async def send_mms(request: web.Request) -> web.Response:
+    """JSON {from, to, body?, mediaUrls}, or multipart/form-data with files named `media`."""
+    if request.content_type == "multipart/form-data":
+        data, uploads = await _read_multipart(request)
+        links: list[str] = []
+        # The request's identity for Idempotency-Key: the fields and each file's digest.
+        identity = {**data, "media": [hashlib.sha256(d).hexdigest() for d, _ in uploads]}
+    else:
+        data = await json_body(request)
+        uploads, links, identity = [], data.get("mediaUrls"), data
+    fields = Fields(data, allowed=("from", "to", "body", "mediaUrls"))
+    from_number, to_number = fields.e164("from"), fields.e164("to")
+    text = fields.string("body", required=False, min_len=0, max_len=MAX_BODY) or ""
+    if request.content_type != "multipart/form-data" and (
+            not isinstance(links, list) or not 1 <= len(links) <= MAX_MEDIA
+            or not all(isinstance(u, str) and u.startswith("https://") and len(u) <= 2000 for u in links)):
+        fields.errors["mediaUrls"] = f"must be a list of 1 to {MAX_MEDIA} https URLs"
+    fields.check()
+    return await idempotent(request, "messages.send-mms", identity,
+                            lambda: _send(request, from_number, to_number, text, uploads, links or []))
+
+
+async def _read_multipart(request: web.Request) -> tuple[dict[str, str], list[tuple[bytes, str]]]:
+    limit = request.config_dict[config_key].messages.max_upload_bytes
+    fields: dict[str, str] = {}
+    uploads: list[tuple[bytes, str]] = []
+    total = 0
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if part.name == "media":
+                data = bytearray()
+                while chunk := await part.read_chunk(64 * 1024):
+                    total += len(chunk)
+                    if total > limit:
+                        raise PayloadTooLarge(f"Media files are limited to {limit} bytes in all")
+                    data += chunk
+                kind = sniff(bytes(data))
+                if kind is None:
+                    raise UnsupportedMediaType("Media must be JPEG, PNG or GIF (judged by the bytes)")
+                uploads.append((bytes(data), kind))
+            elif part.name in ("from", "to", "body"):
+                fields[part.name] = (await part.read(decode=True)).decode("utf-8")
+            else:
+                fields[part.name or ""] = ""  # reported as an unknown field
+    except (ValueError, UnicodeDecodeError, AssertionError):
+        raise BadRequest("The multipart body is malformed") from None
+    if not uploads:
+        raise ValidationError(details={"media": "at least one file"})
+    if len(uploads) > MAX_MEDIA:
+        raise ValidationError(details={"media": f"at most {MAX_MEDIA} files"})
+    return fields, uploads
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def _page(request: web.Request, cursor_name: str) -> tuple[int, tuple[datetime, uuid.UUID] | None]:
+    fields = Fields(request.query, allowed=("limit", cursor_name))
+    limit = fields.integer("limit", required=False, low=1, high=200, default=50)
+    before = None
+    if cursor_name in request.query:
+        parts = decode_cursor(request.query[cursor_name], cursor_name)
+        try:
+            before = datetime.fromisoformat(parts[0]), uuid.UUID(parts[1])
+        except (IndexError, TypeError, ValueError):
+            fields.errors[cursor_name] = "is not a cursor this service gave out"
+    fields.check()
+    return limit, before
+
+
+@routes.get("/api/messages/conversations", name="list_conversations")
+async def list_conversations(request: web.Request) -> web.Response:
+    limit, before = _page(request, "cursor")
+    user = user_id(request)
+    async with request.config_dict[pool_key].acquire() as conn:
+        rows = await store.list_conversations(conn, user, before, limit)
+        key = await reading_key(request.config_dict[keyring_key], conn, user)
+    conversations = []
+    for row in rows:
+        last = message_json(row, key, [])
+        conversations.append({
+            "contactId": str(row["contact_id"]),
+            "phoneNumber": row["phone_number"],
+            "name": row["name"],
+            "optedOut": row["opted_out"],
+            "lastMessage": {k: last[k] for k in ("id", "body", "content", "direction", "status", "createdAt")}
+            | {"mediaCount": row["num_media"]},
+            "unreadCount": row["unread_count"],
+            "lastMessageAt": _iso(row["last_message_at"]),
+        })
+    next_cursor = (encode_cursor(rows[-1]["last_message_at"].isoformat(), str(rows[-1]["contact_id"]))
+                   if len(rows) == limit else None)
+    return web.json_response({"conversations": conversations, "nextCursor": next_cursor})
+
+
+@routes.get("/api/messages/conversations/{contactId}", name="get_conversation")
+async def get_conversation(request: web.Request) -> web.Response:
+    contact_id = parse_uuid(request.match_info["contactId"])
+    limit, before = _page(request, "before")
+    user = user_id(request)
+    async with request.config_dict[pool_key].acquire() as conn:
+        contact = await store.get_contact(conn, user, contact_id)
+        if contact is None:
+            raise NotFound("No such conversation")
+        rows = await store.list_messages(conn, user, contact_id, before, limit)
+        media_rows = await store.list_media(conn, user, [r["id"] for r in rows])
+        key = await reading_key(request.config_dict[keyring_key], conn, user)
+    media: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    for m in media_rows:
+        media.setdefault(m["message_id"], []).append(media_json(m, key))
+    next_cursor = encode_cursor(rows[-1]["created_at"].isoformat(), str(rows[-1]["id"])) if len(rows) == limit else None
+    return web.json_response({
+        "contact": {"id": str(contact["id"]), "phoneNumber": contact["phone_number"], "name": contact["name"],
+                    "optedOut": contact["opted_out"]},
+        "messages": [message_json(r, key, media.get(r["id"], [])) for r in rows],
+        "nextCursor": next_cursor,
+    })
+
+
+@routes.put("/api/messages/conversations/{contactId}/read", name="read_conversation")
+async def read_conversation(request: web.Request) -> web.Response:
+    contact_id = parse_uuid(request.match_info["contactId"])
+    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+        found = await store.mark_conversation_read(conn, user_id(request), contact_id)
+    if not found:
+        raise NotFound("No such conversation")
+    return web.json_response({"contactId": str(contact_id), "unreadCount": 0})
+
+
+@routes.put("/api/messages/{id}/read", name="read_message")
+async def read_message(request: web.Request) -> web.Response:
+    message_id = parse_uuid(request.match_info["id"])
+    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+        found, read_at = await store.mark_read(conn, user_id(request), message_id)
+    if not found:
+        raise NotFound("No such message")
+    return web.json_response({"id": str(message_id), "readAt": _iso(read_at)})
+
+
+@routes.get("/api/messages/{id}/media/{mediaId}", name="message_media")
+async def message_media(request: web.Request) -> web.Response:
+    message_id, media_id = parse_uuid(request.match_info["id"]), parse_uuid(request.match_info["mediaId"])
+    user = user_id(request)
+    async with request.config_dict[pool_key].acquire() as conn:
+        row = await store.get_media(conn, user, message_id, media_id)
+        if row is None or row["is_link"]:
+            raise NotFound("No such media")
+        key = await reading_key(request.config_dict[keyring_key], conn, user)
+    return media_response(row, key)
