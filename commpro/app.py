@@ -11,6 +11,7 @@ from commpro import ops
 from commpro.appkeys import (
     config_key,
     keyring_key,
+    media_round_key,
     media_wake_key,
     sandbox_state_key,
     started_at_key,
@@ -48,6 +49,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app[started_at_key] = time.monotonic()
     app[keyring_key] = KeyRing(config.crypto)
     app[media_wake_key] = asyncio.Event()
+    app[media_round_key] = asyncio.Condition()
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(twilio_ctx(twilio))
     app.cleanup_ctx.append(price_job(CALL_PRICES, config.prices.poll_interval_s))

@@ -29,6 +29,8 @@ sandbox_state_key: web.AppKey[SandboxState] = web.AppKey("sandbox_state_key")
 keyring_key: web.AppKey[KeyRing] = web.AppKey("keyring_key")
 # Set when inbound media is waiting, so the fetcher need not wait for its next round.
 media_wake_key = web.AppKey("media_wake_key", asyncio.Event)
+# Notified after each round of the media fetcher, for whoever waits on a download.
+media_round_key = web.AppKey("media_round_key", asyncio.Condition)
 
 request_id_key = web.RequestKey("request_id_key", str)
 # The verified JWT claims of the caller; absent on routes that need no JWT.

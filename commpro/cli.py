@@ -179,6 +179,59 @@ def cmd_numbers_list(config: Config, args: argparse.Namespace) -> None:
         print(json.dumps(_number_json(row)))
 
 
+def cmd_keys_rotate(config: Config, args: argparse.Namespace) -> None:
+    """Re-wrap every data key under the current master key. Resumable: what is done stays done,
+    and a second run picks up the rest. No message is re-encrypted."""
+    from commpro.keys import KeyRing
+    from commpro.keys import store as keys
+
+    keyring = KeyRing(config.crypto)
+
+    async def rotate(conn) -> int:
+        remaining = await keys.count_to_rewrap(conn, keyring.current_id)
+        done = 0
+        _progress(done, remaining)
+        while True:
+            async with conn.transaction():
+                rows = await keys.claim_to_rewrap(conn, keyring.current_id, args.batch)
+                for row in rows:
+                    key = keyring.unwrap(row["user_id"], row["wrapped_key"], row["master_key_id"])
+                    await keys.rewrap(conn, row["user_id"], keyring.wrap(row["user_id"], key), keyring.current_id)
+            if not rows:
+                break
+            done += len(rows)
+            _progress(done, max(remaining, done))
+        return done
+
+    try:
+        done = asyncio.run(_with_conn(with_database(config), rotate))
+    except RuntimeError as exc:  # a key wrapped by a master key we were not given
+        raise CliError(str(exc)) from None
+    print(f"\nre-wrapped {done} data key(s) under master key {keyring.current_id}", file=sys.stderr)
+
+
+def _progress(done: int, total: int, width: int = 30) -> None:
+    filled = width if total == 0 else width * done // total
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+
+
+def cmd_keys_shred(config: Config, args: argparse.Namespace) -> None:
+    from commpro.keys import store as keys
+
+    if not args.yes:
+        raise CliError(f"this destroys the data key of {args.user_id!r}: all their messages and media become "
+                       "unreadable for good. Run again with --yes.")
+
+    async def shred(conn):
+        return await keys.shred_user_key(conn, args.user_id)
+
+    shredded_at = asyncio.run(_with_conn(with_database(config), shred))
+    if shredded_at is None:
+        raise CliError(f"{args.user_id!r} has no data key (none yet, or already shredded)")
+    print(f"shredded the data key of {args.user_id!r} at {shredded_at.isoformat()}; running servers forget "
+          f"it within crypto.key_cache_ttl_s ({config.crypto.key_cache_ttl_s:g}s)")
+
+
 def cmd_token(config: Config, args: argparse.Namespace) -> None:
     from commpro.auth import mint_token
 
@@ -249,6 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = numbers.add_parser("list", help="list numbers")
     p.add_argument("--user", metavar="USER_ID", help="only this user's numbers")
     p.set_defaults(func=cmd_numbers_list)
+
+    keys = sub.add_parser("keys", help="the per-user data keys").add_subparsers(dest="keys_command", required=True)
+    p = keys.add_parser("rotate-master", help="re-wrap every data key under COMMPRO_MASTER_KEY (resumable)")
+    p.add_argument("--batch", type=int, default=100, help="keys per transaction (default 100)")
+    p.set_defaults(func=cmd_keys_rotate)
+    p = keys.add_parser("shred", help="destroy a user's data key: their content becomes unreadable")
+    p.add_argument("user_id", metavar="USER_ID")
+    p.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+    p.set_defaults(func=cmd_keys_shred)
 
     p = sub.add_parser("token", help="print a JWT for a user (HS256, for local use)")
     p.add_argument("user_id", metavar="USER_ID")

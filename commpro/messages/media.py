@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import config_key, keyring_key, media_wake_key, pool_key, twilio_key
+from commpro.appkeys import config_key, keyring_key, media_round_key, media_wake_key, pool_key, twilio_key
 from commpro.background import periodic
 from commpro.config import Config
 from commpro.errors import AppError, Forbidden, NotFound
@@ -146,6 +146,10 @@ def media_fetch_job(interval_s: float):
     async def job(app: web.Application) -> None:
         wake: asyncio.Event = app[media_wake_key]
         wake.clear()
-        await fetch_pending_media(app)
+        try:
+            await fetch_pending_media(app)
+        finally:
+            async with app[media_round_key]:
+                app[media_round_key].notify_all()
 
     return periodic("media-fetch", interval_s, job, wake=media_wake_key)

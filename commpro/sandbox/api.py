@@ -187,7 +187,11 @@ async def media_content(request: web.Request) -> web.Response:
 
 @routes.get("/media-host/{media_sid}", name="sandbox_media_host")
 async def media_host(request: web.Request) -> web.Response:
-    media = _state(request).media.get(request.match_info["media_sid"])
+    state = _state(request)
+    if state.media_failures > 0:
+        state.media_failures -= 1
+        raise web.HTTPInternalServerError()
+    media = state.media.get(request.match_info["media_sid"])
     if media is None:
         raise web.HTTPNotFound()
     return web.Response(body=media.data, content_type=media.content_type)

@@ -282,6 +282,8 @@ async def drive_message(state: SandboxState, message: SandboxMessage) -> None:
 async def set_message_status(state: SandboxState, message: SandboxMessage, status: str) -> None:
     message.status = status
     message.updated = now()
+    if status in ("delivered", "undelivered", "failed"):
+        message.price_at = message.updated + timedelta(seconds=state.config.sandbox.price_after_s)
     if message.status_callback:
         await post_signed(state, message.status_callback, {
             "AccountSid": message.account_sid,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -36,7 +37,8 @@ async def simulate_sms(request: web.Request) -> web.Response:
     body = data.get("body") or ""
     media_in = data.get("media") or []
     sid = new_sid("MM" if media_in else "SM")
-    message = SandboxMessage(sid, state.account_sid, data["from"], data["to"], body, "inbound", status="received")
+    message = SandboxMessage(sid, state.account_sid, data["from"], data["to"], body, "inbound", status="received",
+                             price_at=now() + timedelta(seconds=state.config.sandbox.price_after_s))
     for item in media_in:
         try:
             content = base64.b64decode(item["dataBase64"], validate=True)
@@ -80,7 +82,8 @@ async def simulate_call(request: web.Request) -> web.Response:
 @routes.post("/control", name="sandbox_control")
 async def control(request: web.Request) -> web.Response:
     """{"account": "suspended"} makes every create fail as for an account out of funds;
-    {"pricesNow": true} prices every ended call at once instead of after price_after_s."""
+    {"pricesNow": true} prices every ended call and message at once instead of after
+    price_after_s; {"mediaFailures": n} makes the next n media downloads fail with a 500."""
     state = request.app[sandbox_state_key]
     data = await _json(request)
     account = data.get("account")
@@ -92,4 +95,12 @@ async def control(request: web.Request) -> web.Response:
         for call in state.calls.values():
             if call.end is not None:
                 call.price_at = now()
+        for message in state.messages.values():
+            if message.status in ("delivered", "undelivered", "failed", "received"):
+                message.price_at = now()
+    failures = data.get("mediaFailures")
+    if failures is not None:
+        if not isinstance(failures, int) or failures < 0:
+            raise web.HTTPBadRequest(reason="mediaFailures is a whole number")
+        state.media_failures = failures
     return web.json_response({"account": state.account_status})

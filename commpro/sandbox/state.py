@@ -139,7 +139,13 @@ class SandboxMessage:
     sent: datetime | None = None
     error_code: int | None = None
     error_message: str | None = None
-    price: str | None = None
+    price_at: datetime | None = None
+
+    @property
+    def price(self) -> str | None:
+        if self.price_at is None or now() < self.price_at:
+            return None
+        return f"{-0.0079 * segments(self.body):.5f}"
 
     @property
     def num_media(self) -> int:
@@ -215,6 +221,8 @@ def segments(body: str) -> int:
 class SandboxState:
     config: Config
     account_status: str = "active"
+    # How many of the next media-host requests fail with a 500 (POST /_sandbox/control).
+    media_failures: int = 0
     calls: dict[str, SandboxCall] = field(default_factory=dict)
     messages: dict[str, SandboxMessage] = field(default_factory=dict)
     media: dict[str, SandboxMedia] = field(default_factory=dict)
