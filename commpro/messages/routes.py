@@ -96,13 +96,13 @@ async def _send(request: web.Request, from_number: str, to_number: str, body: st
         sealed = seal(key, "body", user, message_id, body.encode()) if body else None
         await store.insert_outbound(conn, message_id, user, contact["id"], number["id"], from_number, to_number,
                                     sealed, segments, encoding, len(uploads) + len(links))
-        for media_id, (data, content_type) in zip(media_ids, uploads, strict=True):
+        for position, (media_id, (data, content_type)) in enumerate(zip(media_ids, uploads, strict=True)):
             await store.insert_media(conn, media_id, message_id, user, content_type, len(data),
-                                     seal(key, "media", user, media_id, data), is_link=False)
-        for link in links:
+                                     seal(key, "media", user, media_id, data), is_link=False, position=position)
+        for position, link in enumerate(links):
             link_id = uuid.uuid4()
             await store.insert_media(conn, link_id, message_id, user, None, None,
-                                     seal(key, "media", user, link_id, link.encode()), is_link=True)
+                                     seal(key, "media", user, link_id, link.encode()), is_link=True, position=position)
     gateway = request.config_dict[twilio_key]
     media_urls = links + [signed_media_url(config, media_id) for media_id in media_ids]
     try:

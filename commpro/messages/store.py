@@ -239,36 +239,36 @@ async def mark_conversation_read(conn: asyncpg.Connection, user_id: str, contact
 # -- media -------------------------------------------------------------------------------------
 
 INSERT_MEDIA = """
-INSERT INTO message_media (id, message_id, user_id, content_type, size_bytes, ciphertext, nonce, is_link)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO message_media (id, message_id, user_id, content_type, size_bytes, ciphertext, nonce, is_link, position)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
 
 
 async def insert_media(conn: asyncpg.Connection, media_id: uuid.UUID, message_id: uuid.UUID, user_id: str,
                        content_type: str | None, size: int | None, sealed: tuple[bytes, bytes],
-                       is_link: bool) -> None:
+                       is_link: bool, position: int) -> None:
     await conn.execute(INSERT_MEDIA, media_id, message_id, user_id, content_type, size, sealed[0], sealed[1],
-                       is_link)
+                       is_link, position)
 
 
 INSERT_PENDING_MEDIA = """
 INSERT INTO message_media (id, message_id, user_id, twilio_media_sid, content_type, source_url,
-                           fetch_state, next_fetch_at)
-VALUES ($1, $2, $3, $4, $5, $6, 'pending', now())
+                           fetch_state, next_fetch_at, position)
+VALUES ($1, $2, $3, $4, $5, $6, 'pending', now(), $7)
 ON CONFLICT (twilio_media_sid) DO NOTHING
 """
 
 
 async def insert_pending_media(conn: asyncpg.Connection, media_id: uuid.UUID, message_id: uuid.UUID, user_id: str,
-                               media_sid: str | None, content_type: str | None, url: str) -> None:
+                               media_sid: str | None, content_type: str | None, url: str, position: int) -> None:
     """Inbound media to fetch after the webhook is answered; stored first, so never lost."""
-    await conn.execute(INSERT_PENDING_MEDIA, media_id, message_id, user_id, media_sid, content_type, url)
+    await conn.execute(INSERT_PENDING_MEDIA, media_id, message_id, user_id, media_sid, content_type, url, position)
 
 
 MEDIA_COLUMNS = "id, message_id, user_id, content_type, size_bytes, ciphertext, nonce, is_link, fetch_state, created_at"
 LIST_MEDIA = f"""
 SELECT {MEDIA_COLUMNS} FROM message_media WHERE user_id = $1 AND message_id = ANY($2::uuid[])
-ORDER BY created_at, id
+ORDER BY message_id, position
 """
 
 

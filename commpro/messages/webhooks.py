@@ -58,7 +58,7 @@ async def inbound_sms(request: web.Request) -> web.Response:
                 media_sid = url.rstrip("/").rsplit("/", 1)[-1]
                 await store.insert_pending_media(conn, uuid.uuid4(), message_id, user,
                                                  media_sid if media_sid.startswith("ME") else None,
-                                                 form.get(f"MediaContentType{i}"), url)
+                                                 form.get(f"MediaContentType{i}"), url, position=i)
     log.info("sms_received", message_sid=form["MessageSid"], from_number=form["From"], to_number=form["To"],
              num_media=num_media, duplicate=not inserted, keyword=keyword)
     if inserted and num_media:
