@@ -9,6 +9,7 @@ from aiohttp import web
 
 from commpro import ops
 from commpro.appkeys import (
+    alert_wake_key,
     config_key,
     keyring_key,
     media_round_key,
@@ -32,6 +33,9 @@ from commpro.messages import webhooks as message_webhooks
 from commpro.messages.prices import PRICES as MESSAGE_PRICES
 from commpro.numbers import routes as number_routes
 from commpro.prices import price_job
+from commpro.quality import routes as quality_routes
+from commpro.quality.delivery import delivery_job
+from commpro.quality.poller import quality_job
 from commpro.twilio_gateway import TwilioGateway, twilio_ctx
 from commpro.webhooks import webhook_guard
 
@@ -50,13 +54,18 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app[keyring_key] = KeyRing(config.crypto)
     app[media_wake_key] = asyncio.Event()
     app[media_round_key] = asyncio.Condition()
+    app[alert_wake_key] = asyncio.Event()
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(twilio_ctx(twilio))
     app.cleanup_ctx.append(price_job(CALL_PRICES, config.prices.poll_interval_s))
     app.cleanup_ctx.append(price_job(MESSAGE_PRICES, config.prices.poll_interval_s))
     app.cleanup_ctx.append(message_media.media_fetch_job(config.messages.fetch_interval_s))
+    app.cleanup_ctx.append(quality_job(config.quality.poll_interval_s))
+    app.cleanup_ctx.append(delivery_job(config.alerts.delivery_interval_s))
     app.add_routes(ops.routes)
     app.add_routes(number_routes.routes)
+    # Before the call routes: /api/calls/alerts is not a call id.
+    app.add_routes(quality_routes.routes)
     app.add_routes(call_routes.routes)
     app.add_routes(call_webhooks.routes)
     app.add_routes(message_routes.routes)

@@ -31,6 +31,8 @@ keyring_key: web.AppKey[KeyRing] = web.AppKey("keyring_key")
 media_wake_key = web.AppKey("media_wake_key", asyncio.Event)
 # Notified after each round of the media fetcher, for whoever waits on a download.
 media_round_key = web.AppKey("media_round_key", asyncio.Condition)
+# Set when an alert waits for its webhook delivery.
+alert_wake_key = web.AppKey("alert_wake_key", asyncio.Event)
 
 request_id_key = web.RequestKey("request_id_key", str)
 # The verified JWT claims of the caller; absent on routes that need no JWT.

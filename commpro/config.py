@@ -145,11 +145,27 @@ class SandboxSettings:
 
 @dataclass(frozen=True)
 class QualitySettings:
-    first_fetch_after_s: int = 120
-    poll_interval_s: int = 60
-    complete_after_s: int = 1800
-    give_up_after_s: int = 7200
+    first_fetch_after_s: float = 120
+    poll_interval_s: float = 60
+    complete_after_s: float = 1800
+    give_up_after_s: float = 7200
     concurrency: int = 4
+    # Alert thresholds: Twilio's own defaults for its quality tags.
+    mos_min: float = 3.5
+    jitter_max_ms: float = 30.0
+    packet_loss_max_pct: float = 3.0
+    rtt_max_ms: float = 400.0
+    latency_max_ms: float = 150.0
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    webhook_url: str = ""
+    webhook_secret: str = field(default="", repr=False)
+    webhook_attempts: int = 8
+    webhook_retry_first_s: float = 5.0
+    webhook_timeout_s: float = 5.0
+    delivery_interval_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -167,6 +183,7 @@ class Config:
     log: LogSettings = LogSettings()
     sandbox: SandboxSettings = SandboxSettings()
     quality: QualitySettings = QualitySettings()
+    alerts: AlertSettings = AlertSettings()
     # Warnings to log once logging is up (generated dev secrets, ...).
     notices: tuple[str, ...] = ()
 
@@ -205,6 +222,8 @@ ENV_NAMES: dict[str, tuple[str, str]] = {
     "TWILIO_TWIML_APP_SID": ("twilio", "twiml_app_sid"),
     "TWILIO_PUSH_CREDENTIAL_SID": ("twilio", "push_credential_sid"),
     "COMMPRO_MASTER_KEY": ("crypto", "master_key"),
+    "ALERT_WEBHOOK_URL": ("alerts", "webhook_url"),
+    "ALERT_WEBHOOK_SECRET": ("alerts", "webhook_secret"),
     "COMMPRO_ENV": ("app", "env"),
     "LOG_LEVEL": ("log", "level"),
 }
@@ -365,6 +384,11 @@ def _validate(config: Config, origin: dict) -> Config:
         url = getattr(config.server, key)
         if url and not url.startswith(("http://", "https://")):
             errors.append(f"{where('server', key)}: expected an http(s) URL, got {url!r}")
+    if config.alerts.webhook_url:
+        if not config.alerts.webhook_url.startswith(("http://", "https://")):
+            errors.append(f"{where('alerts', 'webhook_url')}: expected an http(s) URL")
+        if not config.alerts.webhook_secret:
+            errors.append(f"{where('alerts', 'webhook_url')}: needs ALERT_WEBHOOK_SECRET to sign with")
     for key in ("api_base_url", "insights_base_url"):
         url = getattr(config.twilio, key)
         if url and not url.startswith(("http://", "https://")):

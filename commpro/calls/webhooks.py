@@ -12,6 +12,7 @@ from commpro.appkeys import config_key, pool_key
 from commpro.calls import store, twiml
 from commpro.errors import ValidationError
 from commpro.numbers import store as numbers
+from commpro.quality import store as quality
 from commpro.validation import is_e164
 from commpro.webhooks import twiml as twiml_response
 from commpro.webhooks import webhook_form
@@ -134,7 +135,8 @@ async def status_callback(request: web.Request) -> web.Response:
         raise ValidationError(details={"CallStatus": "unknown status"})
     sequence, duration, error = _int(form, "SequenceNumber"), _int(form, "CallDuration"), _int(form, "ErrorCode")
     leg = request.query.get("leg")
-    price_after = request.config_dict[config_key].prices.first_after_s
+    config = request.config_dict[config_key]
+    price_after = config.prices.first_after_s
     async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
         call = await store.find_webhook_call(conn, _call_id(request), form["CallSid"])
         if call is None:
@@ -160,4 +162,7 @@ async def status_callback(request: web.Request) -> web.Response:
         else:
             # The caller's own leg (inbound calls): the user answering shows on the dial leg.
             await advance(answers=call["direction"] == "outbound")
+        if status == "completed":
+            # Its Voice Insights summary will be fetched (a no-op unless the call did complete).
+            await quality.enrol_call(conn, call["id"], config.quality.first_fetch_after_s)
     return web.Response(status=204)
