@@ -57,8 +57,8 @@ async def store_summary(conn: asyncpg.Connection, call_id: uuid.UUID, state: str
 
 # Not there yet (404, 17001) or throttled (20429): try again later, or stop at the window's end.
 RETRY_LATER = """
-UPDATE call_quality SET attempts = attempts + 1, next_fetch_at = $2,
-       state = CASE WHEN $2 IS NULL AND state = 'pending' THEN 'unavailable' ELSE state END
+UPDATE call_quality SET attempts = attempts + 1, next_fetch_at = $2::timestamptz,
+       state = CASE WHEN $2::timestamptz IS NULL AND state = 'pending' THEN 'unavailable' ELSE state END
 WHERE call_id = $1
 """
 
@@ -147,8 +147,9 @@ async def mark_delivered(conn: asyncpg.Connection, alert_id: uuid.UUID) -> None:
 
 
 DELIVERY_FAILED = """
-UPDATE alert_deliveries SET attempts = attempts + 1, last_error = $3, next_attempt_at = coalesce($2, next_attempt_at),
-       failed_at = CASE WHEN $2 IS NULL THEN now() END
+UPDATE alert_deliveries SET attempts = attempts + 1, last_error = $3,
+       next_attempt_at = coalesce($2::timestamptz, next_attempt_at),
+       failed_at = CASE WHEN $2::timestamptz IS NULL THEN now() END
 WHERE alert_id = $1
 """
 

@@ -225,11 +225,18 @@ async def recording_audio(request: web.Request) -> web.Response:
 async def call_summary(request: web.Request) -> web.Response:
     """Partial a while after the call ends, complete later; 404 before, as on Twilio."""
     state = _state(request)
-    call = state.calls.get(request.match_info["call_sid"])
-    s = state.config.sandbox
-    if call is None or call.end is None or now() - call.end < timedelta(seconds=s.summary_partial_after_s):
+    sid = request.match_info["call_sid"]
+    state.summary_fetches[sid] = state.summary_fetches.get(sid, 0) + 1
+    if state.summary_errors:
+        if state.summary_errors.pop(0) == 429:
+            return twilio_error(429, 20429, "Too many requests")
         return not_found()
-    complete = now() - call.end >= timedelta(seconds=s.summary_complete_after_s)
+    call = state.calls.get(sid)
+    s = state.config.sandbox
+    if (call is None or call.end is None or magic.NO_SUMMARY in (call.to, call.from_)
+            or now() - call.end < timedelta(seconds=s.summary_partial_after_s)):
+        return not_found()
+    complete = state.summaries_complete or now() - call.end >= timedelta(seconds=s.summary_complete_after_s)
     wanted = request.query.get("ProcessingState", "complete")
     if wanted == "complete" and not complete:
         return not_found()

@@ -42,6 +42,8 @@ NO_ANSWER = "+15005550012"
 # Calls to or from this number get a poor Voice Insights summary (high jitter and loss);
 # an app identity whose name starts with "poor" gets a low MOS.
 POOR_QUALITY = "+15005550020"
+# Calls to or from this number never get a Voice Insights summary.
+NO_SUMMARY = "+15005550021"
 
 # <Dial><Number> to a magic destination ends that leg like this: (DialCallStatus, ErrorCode)
 DIAL_OUTCOMES: dict[str, tuple[str, int | None]] = {

@@ -83,7 +83,9 @@ async def simulate_call(request: web.Request) -> web.Response:
 async def control(request: web.Request) -> web.Response:
     """{"account": "suspended"} makes every create fail as for an account out of funds;
     {"pricesNow": true} prices every ended call and message at once instead of after
-    price_after_s; {"mediaFailures": n} makes the next n media downloads fail with a 500."""
+    price_after_s; {"mediaFailures": n} makes the next n media downloads fail with a 500;
+    {"summaryErrors": [404, 429]} makes the next summary requests fail so, in order;
+    {"summariesComplete": true} makes every summary complete at once."""
     state = request.app[sandbox_state_key]
     data = await _json(request)
     account = data.get("account")
@@ -98,6 +100,13 @@ async def control(request: web.Request) -> web.Response:
         for message in state.messages.values():
             if message.status in ("delivered", "undelivered", "failed", "received"):
                 message.price_at = now()
+    summary_errors = data.get("summaryErrors")
+    if summary_errors is not None:
+        if not isinstance(summary_errors, list) or not all(e in (404, 429) for e in summary_errors):
+            raise web.HTTPBadRequest(reason="summaryErrors is a list of 404 and 429")
+        state.summary_errors = list(summary_errors)
+    if data.get("summariesComplete") is not None:
+        state.summaries_complete = data["summariesComplete"] is True
     failures = data.get("mediaFailures")
     if failures is not None:
         if not isinstance(failures, int) or failures < 0:

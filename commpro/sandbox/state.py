@@ -223,6 +223,12 @@ class SandboxState:
     account_status: str = "active"
     # How many of the next media-host requests fail with a 500 (POST /_sandbox/control).
     media_failures: int = 0
+    # Errors the next Voice Insights summary requests answer with, in order: 404 or 429.
+    summary_errors: list[int] = field(default_factory=list)
+    # Summaries are complete at once instead of after summary_complete_after_s.
+    summaries_complete: bool = False
+    # Summary requests by call SID, so tests can see that each was fetched once.
+    summary_fetches: dict[str, int] = field(default_factory=dict)
     calls: dict[str, SandboxCall] = field(default_factory=dict)
     messages: dict[str, SandboxMessage] = field(default_factory=dict)
     media: dict[str, SandboxMedia] = field(default_factory=dict)
