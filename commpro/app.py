@@ -22,7 +22,6 @@ from commpro.auth import auth_middleware
 from commpro.calls import routes as call_routes
 from commpro.calls import webhooks as call_webhooks
 from commpro.calls.prices import PRICES as CALL_PRICES
-from commpro.config import Config
 from commpro.db import pool_ctx
 from commpro.errors import error_middleware
 from commpro.keys import KeyRing
@@ -36,6 +35,7 @@ from commpro.prices import price_job
 from commpro.quality import routes as quality_routes
 from commpro.quality.delivery import delivery_job
 from commpro.quality.poller import quality_job
+from commpro.settings import Config
 from commpro.twilio_gateway import TwilioGateway, twilio_ctx
 from commpro.webhooks import webhook_guard
 

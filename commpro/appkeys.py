@@ -12,7 +12,7 @@ import asyncpg
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from commpro.config import Config
+from commpro.settings import Config
 
 if TYPE_CHECKING:  # for annotations only: both modules import this one
     from commpro.keys import KeyRing

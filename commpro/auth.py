@@ -17,8 +17,8 @@ import structlog
 from aiohttp import web
 
 from commpro.appkeys import claims_key, config_key
-from commpro.config import Config
 from commpro.errors import Unauthorized
+from commpro.settings import Config
 
 log = structlog.get_logger("commpro.auth")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 
 from aiohttp import web
 
@@ -72,7 +73,7 @@ def endpoint_table(app: web.Application) -> list[dict[str, str | None]]:
         for route in resource:
             if route.method == "HEAD":
                 continue
-            # Placeholders stand for one path segment when matching the auth patterns.
-            auth = auth_for_path(re.sub(r"\{[^}]+\}", "x", path))
+            # A placeholder stands for one id-like segment when matching the auth patterns.
+            auth = auth_for_path(re.sub(r"\{[^}]+\}", str(uuid.UUID(int=0)), path))
             rows.append({"method": route.method, "path": path, "name": route.name, "auth": auth})
     return sorted(rows, key=lambda r: (r["path"], r["method"]))

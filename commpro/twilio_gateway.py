@@ -21,7 +21,6 @@ from twilio.rest import Client
 from yarl import URL
 
 from commpro.appkeys import config_key, twilio_key
-from commpro.config import TwilioSettings
 from commpro.errors import (
     AppError,
     BadGateway,
@@ -30,6 +29,7 @@ from commpro.errors import (
     PaymentRequired,
     ServiceUnavailable,
 )
+from commpro.settings import TwilioSettings
 
 log = structlog.get_logger("commpro.twilio")
 T = TypeVar("T")

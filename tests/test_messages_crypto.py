@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from commpro.config import CryptoSettings
 from commpro.keys import KeyRing
 from commpro.keys import store as keys
+from commpro.settings import CryptoSettings
 from tests.conftest import PYTHON, REPO, new_user, python_env
 
 PEER = "+447911123456"

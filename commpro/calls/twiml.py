@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import asyncpg
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from commpro.config import Config
+from commpro.settings import Config
 
 # Every event of a leg, so that its status is known as soon as Twilio knows it.
 ALL_EVENTS = "initiated ringing answered completed"

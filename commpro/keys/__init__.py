@@ -23,8 +23,8 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from commpro.config import CryptoSettings
 from commpro.keys import store
+from commpro.settings import CryptoSettings
 
 NONCE_BYTES = 12
 

@@ -21,10 +21,10 @@ from aiohttp import web
 
 from commpro.appkeys import config_key, keyring_key, media_round_key, media_wake_key, pool_key, twilio_key
 from commpro.background import periodic
-from commpro.config import Config
 from commpro.errors import AppError, Forbidden, NotFound
 from commpro.messages import store
 from commpro.messages.content import AVAILABLE, open_content, reading_key, seal
+from commpro.settings import Config
 
 log = structlog.get_logger("commpro.media")
 routes = web.RouteTableDef()

@@ -10,9 +10,9 @@ from aiohttp import web
 
 from commpro.appkeys import config_key, pool_key
 from commpro.auth import user_id
-from commpro.config import VoiceSettings
 from commpro.errors import NotFound, ValidationError
 from commpro.numbers import store
+from commpro.settings import VoiceSettings
 from commpro.validation import Fields, json_body, parse_uuid
 
 routes = web.RouteTableDef()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from commpro.config import QualitySettings
 from commpro.quality.summary import APP_EDGES, Figures
+from commpro.settings import QualitySettings
 
 # Twilio's tags that say something about quality (not, say, the call's direction).
 QUALITY_TAGS = frozenset({

@@ -13,9 +13,9 @@ import aiohttp
 from aiohttp import web
 
 from commpro.appkeys import sandbox_state_key
-from commpro.config import Config
 from commpro.sandbox import api, simulate
 from commpro.sandbox.state import SandboxState
+from commpro.settings import Config
 
 
 def create_sandbox_app(config: Config) -> web.Application:

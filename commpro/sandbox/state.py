@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from commpro.config import Config
+from commpro.settings import Config
 
 API_VERSION = "2010-04-01"
 

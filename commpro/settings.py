@@ -1,0 +1,183 @@
+"""The settings, as frozen dataclasses: one per section of config.toml.
+
+config.py loads them (config.toml, then the environment) and checks them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    env: str = "development"
+    data_dir: str = ".commpro"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    public_base_url: str = ""
+    max_body_bytes: int = 6 * 1024 * 1024
+    webhook_max_body_bytes: int = 64 * 1024
+    shutdown_timeout_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = field(default="", repr=False)
+    pool_min: int = 1
+    pool_max: int = 10
+    connect_timeout_s: float = 5.0
+    command_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    jwt_secret: str = field(default="", repr=False)
+    jwt_public_key: str = field(default="", repr=False)
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    leeway_s: int = 30
+    dev_token_ttl_s: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    account_sid: str = ""
+    auth_token: str = field(default="", repr=False)
+    api_base_url: str = ""
+    insights_base_url: str = ""
+    timeout_s: float = 10.0
+    # Where Twilio's media URLs may redirect to (suffix match); credentials never follow.
+    media_hosts: tuple[str, ...] = ("twiliocdn.com",)
+    # For the mobile apps' Access Tokens (GET /api/calls/token).
+    api_key_sid: str = ""
+    api_key_secret: str = field(default="", repr=False)
+    twiml_app_sid: str = ""
+    push_credential_sid: str = ""
+    # Set by the loader: True when no credentials were given in development, so the local
+    # sandbox stands in for Twilio. Not a key of config.toml.
+    sandbox: bool = False
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    rate_per_minute: int = 10
+
+
+@dataclass(frozen=True)
+class MessageSettings:
+    rate_per_minute: int = 60
+    max_upload_bytes: int = 5 * 1024 * 1024
+    max_fetch_bytes: int = 5 * 1024 * 1024
+    media_url_ttl_s: int = 3600
+    fetch_interval_s: float = 10.0
+    fetch_retry_first_s: float = 5.0
+    fetch_attempts: int = 8
+
+
+@dataclass(frozen=True)
+class PriceSettings:
+    poll_interval_s: float = 30.0
+    first_after_s: float = 30.0
+    retry_max_s: float = 900.0
+    window_s: float = 86400.0
+
+
+@dataclass(frozen=True)
+class VoiceSettings:
+    greeting_voice: str = "Polly.Lea"
+    greeting_language: str = "fr-FR"
+    voicemail_greeting: str = "Bonjour, votre correspondant n'est pas disponible. Laissez un message après le bip."
+    unknown_number_message: str = "Ce numéro n'est pas attribué. Au revoir."
+    ring_timeout_s: int = 20
+    voicemail_max_length_s: int = 60
+
+
+@dataclass(frozen=True)
+class CryptoSettings:
+    master_key: str = field(default="", repr=False)
+    # Older master keys, still readable until `commpro keys rotate-master` has re-wrapped.
+    previous_master_keys: tuple[str, ...] = field(default=(), repr=False)
+    key_cache_ttl_s: float = 300.0
+    key_cache_size: int = 10000
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    ring_after_s: float = 1.0
+    answer_after_s: float = 2.0
+    call_duration_s: int = 5
+    message_step_s: float = 0.5
+    summary_partial_after_s: float = 10.0
+    summary_complete_after_s: float = 60.0
+    price_after_s: float = 5.0
+    demo_user: str = "demo"
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    first_fetch_after_s: float = 120
+    poll_interval_s: float = 60
+    complete_after_s: float = 1800
+    give_up_after_s: float = 7200
+    concurrency: int = 4
+    # Alert thresholds: Twilio's own defaults for its quality tags.
+    mos_min: float = 3.5
+    jitter_max_ms: float = 30.0
+    packet_loss_max_pct: float = 3.0
+    rtt_max_ms: float = 400.0
+    latency_max_ms: float = 150.0
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    webhook_url: str = ""
+    webhook_secret: str = field(default="", repr=False)
+    webhook_attempts: int = 8
+    webhook_retry_first_s: float = 5.0
+    webhook_timeout_s: float = 5.0
+    delivery_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Config:
+    app: AppSettings = AppSettings()
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    auth: AuthSettings = AuthSettings()
+    twilio: TwilioSettings = TwilioSettings()
+    calls: CallSettings = CallSettings()
+    messages: MessageSettings = MessageSettings()
+    prices: PriceSettings = PriceSettings()
+    voice: VoiceSettings = VoiceSettings()
+    crypto: CryptoSettings = CryptoSettings()
+    log: LogSettings = LogSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+    quality: QualitySettings = QualitySettings()
+    alerts: AlertSettings = AlertSettings()
+    # Warnings to log once logging is up (generated dev secrets, ...).
+    notices: tuple[str, ...] = ()
+
+    @property
+    def production(self) -> bool:
+        return self.app.env == "production"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.app.data_dir)
+
+    @property
+    def local_base_url(self) -> str:
+        """How this process reaches itself (the sandbox is mounted on the same server)."""
+        host = self.server.host if self.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://{host}:{self.server.port}"
