@@ -14,6 +14,7 @@ from commpro.appkeys import (
     keyring_key,
     media_round_key,
     media_wake_key,
+    metrics_key,
     sandbox_state_key,
     started_at_key,
     tasks_key,
@@ -24,12 +25,15 @@ from commpro.calls import webhooks as call_webhooks
 from commpro.calls.prices import PRICES as CALL_PRICES
 from commpro.db import pool_ctx
 from commpro.errors import error_middleware
+from commpro.events import hub_ctx, retention_job
+from commpro.events import routes as event_routes
 from commpro.keys import KeyRing
 from commpro.logs import access_middleware
 from commpro.messages import media as message_media
 from commpro.messages import routes as message_routes
 from commpro.messages import webhooks as message_webhooks
 from commpro.messages.prices import PRICES as MESSAGE_PRICES
+from commpro.metrics import Metrics
 from commpro.numbers import routes as number_routes
 from commpro.prices import price_job
 from commpro.quality import routes as quality_routes
@@ -55,14 +59,18 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app[media_wake_key] = asyncio.Event()
     app[media_round_key] = asyncio.Condition()
     app[alert_wake_key] = asyncio.Event()
+    app[metrics_key] = Metrics()
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(twilio_ctx(twilio))
+    app.cleanup_ctx.append(hub_ctx)
+    app.cleanup_ctx.append(retention_job(config.events.retention_interval_s))
     app.cleanup_ctx.append(price_job(CALL_PRICES, config.prices.poll_interval_s))
     app.cleanup_ctx.append(price_job(MESSAGE_PRICES, config.prices.poll_interval_s))
     app.cleanup_ctx.append(message_media.media_fetch_job(config.messages.fetch_interval_s))
     app.cleanup_ctx.append(quality_job(config.quality.poll_interval_s))
     app.cleanup_ctx.append(delivery_job(config.alerts.delivery_interval_s))
     app.add_routes(ops.routes)
+    app.add_routes(event_routes.routes)
     app.add_routes(number_routes.routes)
     # Before the call routes: /api/calls/alerts is not a call id.
     app.add_routes(quality_routes.routes)

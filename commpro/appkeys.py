@@ -15,7 +15,9 @@ from multidict import MultiDictProxy
 from commpro.settings import Config
 
 if TYPE_CHECKING:  # for annotations only: both modules import this one
+    from commpro.events import EventHub
     from commpro.keys import KeyRing
+    from commpro.metrics import Metrics
     from commpro.sandbox.state import SandboxState
     from commpro.twilio_gateway import TwilioGateway
 
@@ -33,6 +35,8 @@ media_wake_key = web.AppKey("media_wake_key", asyncio.Event)
 media_round_key = web.AppKey("media_round_key", asyncio.Condition)
 # Set when an alert waits for its webhook delivery.
 alert_wake_key = web.AppKey("alert_wake_key", asyncio.Event)
+hub_key: web.AppKey[EventHub] = web.AppKey("hub_key")
+metrics_key: web.AppKey[Metrics] = web.AppKey("metrics_key")
 
 request_id_key = web.RequestKey("request_id_key", str)
 # The verified JWT claims of the caller; absent on routes that need no JWT.

@@ -30,9 +30,12 @@ PUBLIC_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^/webhook(/[a-z]+)+$"), "twilio-signature"),
     # Outbound MMS media for Twilio to fetch: its own HMAC signature in the query.
     (re.compile(r"^/media/[0-9a-f-]{36}$"), "signed-url"),
+    # Its own optional token (metrics.token), checked by the handler.
+    (re.compile(r"^/metrics$"), "metrics-token"),
     # No segment may start with a dot, so "/_sandbox/../status" is not a sandbox path.
     (re.compile(r"^/_sandbox(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)+$"), "sandbox-basic"),
 )
+EVENTS_PATH = "/api/events"
 _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$")
 
 
@@ -82,6 +85,9 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
     if auth_for_path(request.path) != "jwt":
         return await handler(request)
     header = request.headers.get("Authorization")
+    if header is None and request.path == EVENTS_PATH and "token" in request.query:
+        # Browsers cannot set headers on a WebSocket: the events stream also takes ?token=.
+        header = "Bearer " + request.query["token"]
     if header is None:
         _refused(request, "missing")
         raise Unauthorized("Missing Authorization header")

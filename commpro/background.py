@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import tasks_key
+from commpro.appkeys import metrics_key, tasks_key
 
 log = structlog.get_logger("commpro.background")
 
@@ -31,6 +31,9 @@ def periodic(name: str, interval_s: float, job: Job,
                 await job(app)
             except Exception:
                 log.exception("background_iteration_failed", task=name)
+            else:
+                if metrics_key in app:
+                    app[metrics_key].job_succeeded(name)
             if wake is None:
                 await asyncio.sleep(interval_s)
             else:

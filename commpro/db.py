@@ -19,7 +19,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import config_key, pool_key
+from commpro.appkeys import config_key, metrics_key, pool_key
 
 log = structlog.get_logger("commpro.db")
 
@@ -76,6 +76,8 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         async with pool.acquire() as conn:
             await migrate(conn)
         app[pool_key] = pool
+        if metrics_key in app:
+            app[metrics_key].live.pool = pool
         yield
     finally:
         await pool.close()

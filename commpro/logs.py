@@ -18,7 +18,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import claims_key, request_id_key
+from commpro.appkeys import claims_key, metrics_key, request_id_key
 
 log = structlog.get_logger("commpro.access")
 
@@ -134,13 +134,18 @@ async def access_middleware(request: web.Request, handler) -> web.StreamResponse
         raise
     finally:
         resource = request.match_info.route.resource
+        duration = time.perf_counter() - started
+        metrics = request.config_dict.get(metrics_key)
+        if metrics is not None:
+            metrics.requests.labels(request.method, resource.canonical if resource is not None else "unmatched",
+                                    str(status)).observe(duration)
         log.info(
             "request",
             method=request.method,
             route=resource.canonical if resource is not None else None,
             path=request.path,
             status=status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            duration_ms=round(duration * 1000, 2),
             user=_user_of(request),
             remote=request.remote,
         )

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
 import re
 import time
 import uuid
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from commpro import __version__
-from commpro.appkeys import config_key, pool_key, started_at_key, tasks_key, twilio_key
+from commpro.appkeys import config_key, metrics_key, pool_key, started_at_key, tasks_key, twilio_key
 from commpro.auth import auth_for_path
-from commpro.errors import ServiceUnavailable
+from commpro.errors import ServiceUnavailable, Unauthorized
 
 routes = web.RouteTableDef()
 READY_TIMEOUT_S = 2.0
@@ -59,6 +61,16 @@ async def status(request: web.Request) -> web.Response:
             "endpoints": endpoint_table(app),
         }
     )
+
+
+@routes.get("/metrics", name="metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; behind metrics.token when one is set."""
+    token = request.config_dict[config_key].metrics.token
+    if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+        raise Unauthorized("This endpoint needs the metrics token")
+    body = generate_latest(request.config_dict[metrics_key].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def endpoint_table(app: web.Application) -> list[dict[str, str | None]]:

@@ -150,6 +150,20 @@ class AlertSettings:
 
 
 @dataclass(frozen=True)
+class EventSettings:
+    heartbeat_s: float = 25.0
+    queue_size: int = 256
+    retention_s: float = 7 * 86400
+    retention_interval_s: float = 3600
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    # When set, GET /metrics needs "Authorization: Bearer <token>".
+    token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class Config:
     app: AppSettings = AppSettings()
     server: ServerSettings = ServerSettings()
@@ -165,6 +179,8 @@ class Config:
     sandbox: SandboxSettings = SandboxSettings()
     quality: QualitySettings = QualitySettings()
     alerts: AlertSettings = AlertSettings()
+    events: EventSettings = EventSettings()
+    metrics: MetricsSettings = MetricsSettings()
     # Warnings to log once logging is up (generated dev secrets, ...).
     notices: tuple[str, ...] = ()
 

@@ -8,6 +8,7 @@ nowhere else; callers that care about one code read `exc.twilio_code`.
 from __future__ import annotations
 
 import asyncio
+import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -20,7 +21,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from yarl import URL
 
-from commpro.appkeys import config_key, twilio_key
+from commpro.appkeys import config_key, metrics_key, twilio_key
 from commpro.errors import (
     AppError,
     BadGateway,
@@ -92,6 +93,7 @@ class TwilioGateway:
         self.api_base_url = (settings.api_base_url or "https://api.twilio.com").rstrip("/")
         self._authorization = aiohttp.encode_basic_auth(settings.account_sid, settings.auth_token)
         self._media_hosts = settings.media_hosts
+        self.metrics = None  # set by the cleanup context when the app has metrics
 
     def _media_host(self, target: URL) -> bool:
         host = target.host or ""
@@ -104,18 +106,27 @@ class TwilioGateway:
 
     async def call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Run one Twilio API call under the deadline; raise domain errors only."""
+        started, outcome = time.perf_counter(), "error"
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await fn()
+                result = await fn()
+            outcome = "ok"
+            return result
         except TimeoutError:
+            outcome = "timeout"
             log.warning("twilio_timeout", operation=operation, timeout_s=self.timeout_s)
             raise GatewayTimeout(f"Twilio did not answer within {self.timeout_s:g}s") from None
         except TwilioRestException as exc:
+            outcome = f"http_{exc.status}"
             log.info("twilio_error", operation=operation, status=exc.status, twilio_code=exc.code)
             raise map_twilio_error(exc, operation) from None
         except (aiohttp.ClientError, OSError) as exc:
+            outcome = "unreachable"
             log.warning("twilio_unreachable", operation=operation, error=type(exc).__name__)
             raise ServiceUnavailable("Twilio is unreachable") from None
+        finally:
+            if self.metrics is not None:
+                self.metrics.twilio.labels(operation, outcome).observe(time.perf_counter() - started)
 
     async def open_media(self, url: str) -> aiohttp.ClientResponse:
         """GET a recording or media URL Twilio gave us, with the account's credentials.
@@ -170,6 +181,7 @@ def twilio_ctx(gateway: TwilioGateway | None = None):
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         gw = gateway or build_gateway(app[config_key].twilio)
+        gw.metrics = app.get(metrics_key)
         app[twilio_key] = gw
         try:
             yield

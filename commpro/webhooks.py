@@ -14,7 +14,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 from twilio.request_validator import RequestValidator
 
-from commpro.appkeys import config_key, webhook_form_key
+from commpro.appkeys import config_key, metrics_key, webhook_form_key
 from commpro.auth import auth_for_path
 from commpro.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType, ValidationError
 
@@ -51,6 +51,7 @@ async def webhook_guard(request: web.Request, handler) -> web.StreamResponse:
             forwarded_for=request.headers.get("X-Forwarded-For"),
             reason="missing" if not signature else "mismatch",
         )
+        request.config_dict[metrics_key].signature_rejections.labels(request.path).inc()
         raise Forbidden("Invalid Twilio signature")
     request[webhook_form_key] = MultiDictProxy(form)
     return await handler(request)

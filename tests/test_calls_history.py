@@ -30,8 +30,8 @@ async def make_calls(service, user: str, count: int, direction: str = "outbound"
                 row = await store.insert_outbound_call(conn, user, numbers["id"], number, DEST)
                 ids.append(str(row["id"]))
             else:
-                call_id = await store.insert_inbound_call(conn, user, numbers["id"], "CA" + uuid.uuid4().hex,
-                                                          DEST, number)
+                call_id, _ = await store.insert_inbound_call(conn, user, numbers["id"], "CA" + uuid.uuid4().hex,
+                                                             DEST, number)
                 ids.append(str(call_id))
     return ids
 

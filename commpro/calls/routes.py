@@ -23,6 +23,7 @@ from commpro.errors import (
     Unprocessable,
     ValidationError,
 )
+from commpro.events import store as events
 from commpro.guards import idempotent, rate_limit
 from commpro.numbers import store as numbers
 from commpro.validation import Fields, decode_cursor, encode_cursor, json_body, parse_uuid
@@ -80,8 +81,10 @@ async def initiate_call(request: web.Request) -> web.Response:
         if first_leg is None:
             raise Unprocessable("This number has neither a forward-to phone nor an app identity to ring first")
         await rate_limit(request, "calls.initiate", config.calls.rate_per_minute)
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, conn.transaction():
             call = await store.insert_outbound_call(conn, user, number["id"], from_number, to_number)
+            await events.publish(conn, user, "call.created",
+                                 {"callId": str(call["id"]), "direction": "outbound", "status": "initiated"})
         gateway = request.config_dict[twilio_key]
         try:
             created = await gateway.call("calls.create", lambda: gateway.client.calls.create_async(

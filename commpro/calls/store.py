@@ -48,10 +48,12 @@ CALL_ID_BY_SID = "SELECT id FROM calls WHERE sid = $1"
 
 
 async def insert_inbound_call(conn: asyncpg.Connection, user_id: str, number_id: uuid.UUID, sid: str,
-                              from_number: str, to_number: str) -> uuid.UUID:
-    """Idempotent on the CallSid: Twilio's retries find the row the first attempt made."""
+                              from_number: str, to_number: str) -> tuple[uuid.UUID, bool]:
+    """(id, created). Idempotent on the CallSid: Twilio's retries find the row the first made."""
     call_id = await conn.fetchval(INSERT_INBOUND_CALL, user_id, number_id, sid, from_number, to_number)
-    return call_id or await conn.fetchval(CALL_ID_BY_SID, sid)
+    if call_id is not None:
+        return call_id, True
+    return await conn.fetchval(CALL_ID_BY_SID, sid), False
 
 
 INSERT_APP_CALL = """

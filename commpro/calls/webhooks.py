@@ -11,6 +11,7 @@ from aiohttp import web
 from commpro.appkeys import config_key, pool_key
 from commpro.calls import store, twiml
 from commpro.errors import ValidationError
+from commpro.events import store as events
 from commpro.numbers import store as numbers
 from commpro.quality import store as quality
 from commpro.validation import is_e164
@@ -52,8 +53,11 @@ async def incoming_call(request: web.Request) -> web.Response:
         if number is None:
             log.info("call_to_unknown_number", call_sid=form["CallSid"], to_number=form["To"])
             return twiml_response(twiml.unknown_number(config))
-        call_id = await store.insert_inbound_call(conn, number["user_id"], number["id"], form["CallSid"],
-                                                  form["From"], form["To"])
+        call_id, created = await store.insert_inbound_call(conn, number["user_id"], number["id"], form["CallSid"],
+                                                           form["From"], form["To"])
+        if created:
+            await events.publish(conn, number["user_id"], "call.created",
+                                 {"callId": str(call_id), "direction": "inbound", "status": "ringing"})
     if number["routing"] == "reject" or form["From"] in number["blocked_numbers"]:
         return twiml_response(twiml.reject())
     if number["routing"] == "voicemail" or not (number["identity"] or number["forward_to"]):
@@ -143,9 +147,11 @@ async def status_callback(request: web.Request) -> web.Response:
             log.info("status_for_unknown_call", call_sid=form["CallSid"], status=status)
             return web.Response(status=204)
 
-        def advance(answers: bool):  # the coroutine that moves the call forward, where it applies
-            return store.apply_status(conn, call["id"], status, sequence or 0, duration, error, price_after,
-                                      answers=answers)
+        async def advance(answers: bool) -> None:
+            """Move the call forward, where this leg decides; tell its owner."""
+            if await store.apply_status(conn, call["id"], status, sequence or 0, duration, error, price_after,
+                                        answers=answers):
+                await events.publish(conn, call["user_id"], "call.status", {"callId": str(call["id"]), "status": status})
 
         if leg == "dial":
             await store.set_dial_sid(conn, call["id"], form["CallSid"])

@@ -11,6 +11,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from commpro.appkeys import config_key, keyring_key, media_wake_key, pool_key
 from commpro.errors import ValidationError
+from commpro.events import store as events
 from commpro.messages import store
 from commpro.messages.content import seal
 from commpro.messages.sms import encoding_and_segments, opt_keyword
@@ -51,6 +52,8 @@ async def inbound_sms(request: web.Request) -> web.Response:
             seal(key, "body", user, message_id, body.encode()), segments, encoding, num_media,
             config.prices.first_after_s)
         if inserted:
+            await events.publish(conn, user, "message.received",
+                                 {"messageId": str(message_id), "contactId": str(contact["id"]), "numMedia": num_media})
             for i in range(num_media):
                 url = form.get(f"MediaUrl{i}")
                 if not url:
@@ -89,5 +92,7 @@ async def message_status(request: web.Request) -> web.Response:
             log.info("status_for_unknown_message", message_sid=form["MessageSid"], status=status)
             return web.Response(status=204)
         await store.set_message_sid(conn, message["id"], form["MessageSid"])
-        await store.apply_status(conn, message["id"], status, int(error_code) if error_code else None, price_after)
+        if await store.apply_status(conn, message["id"], status, int(error_code) if error_code else None, price_after):
+            await events.publish(conn, message["user_id"], "message.status",
+                                 {"messageId": str(message["id"]), "status": status})
     return web.Response(status=204)

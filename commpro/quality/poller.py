@@ -15,9 +15,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import alert_wake_key, config_key, pool_key, twilio_key
+from commpro.appkeys import alert_wake_key, config_key, metrics_key, pool_key, twilio_key
 from commpro.background import periodic
 from commpro.errors import AppError
+from commpro.events import store as events
 from commpro.quality import store
 from commpro.quality.alerts import evaluate
 from commpro.quality.summary import read_summary
@@ -87,7 +88,10 @@ async def _fetch_one(app: web.Application, row, now: datetime) -> bool:
             created = await store.insert_alert(conn, row["call_id"], row["user_id"], alert, webhook_url)
             if created is not None:
                 new_alerts.append(alert)
+                await events.publish(conn, row["user_id"], "quality.alert", {
+                    "alertId": str(created["id"]), "callId": str(row["call_id"]), "kind": alert.kind})
     for alert in new_alerts:
+        app[metrics_key].quality_alerts.labels(alert.kind).inc()
         log.warning("quality_alert", call_id=str(row["call_id"]), user=row["user_id"], kind=alert.kind,
                     source=alert.source, value=alert.value, threshold=alert.threshold)
     if new_alerts and webhook_url:

@@ -1,0 +1,90 @@
+"""Real-time events: a user's own, pushed over a WebSocket, fanned out across replicas.
+
+A change publishes its event in its own transaction (events.store.publish): the row is the
+durable log a reconnecting client replays with ?since=<id>, and NOTIFY tells every process. Each
+process LISTENs on one connection of its own and hands each event to the local subscribers of
+that user. A subscriber's queue is bounded: one that falls behind is disconnected, never waited
+for, so a slow client cannot hold up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+from aiohttp import web
+
+from commpro.appkeys import config_key, hub_key, pool_key
+from commpro.background import periodic
+from commpro.events import store
+
+log = structlog.get_logger("commpro.events")
+
+
+class Subscriber:
+    def __init__(self, user_id: str, size: int) -> None:
+        self.user_id = user_id
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(size)
+        self.overflowed = asyncio.Event()
+
+
+class EventHub:
+    def __init__(self, queue_size: int) -> None:
+        self.queue_size = queue_size
+        self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
+
+    def subscribe(self, user_id: str) -> Subscriber:
+        sub = Subscriber(user_id, self.queue_size)
+        self._subscribers[user_id].add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        subs = self._subscribers.get(sub.user_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subscribers[sub.user_id]
+
+    def dispatch(self, event: dict[str, Any]) -> None:
+        for sub in list(self._subscribers.get(event.get("user"), ())):
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sub.overflowed.set()
+
+    def on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            self.dispatch(orjson.loads(payload))
+        except orjson.JSONDecodeError:
+            log.warning("event_unreadable")
+
+
+async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    """LISTEN on a connection of its own: a pooled one would be handed to someone else."""
+    config = app[config_key]
+    hub = EventHub(config.events.queue_size)
+    conn = await asyncpg.connect(config.database.url, timeout=config.database.connect_timeout_s)
+    await conn.add_listener(store.CHANNEL, hub.on_notify)
+    app[hub_key] = hub
+    try:
+        yield
+    finally:
+        await conn.close()
+
+
+async def purge_old_events(app: web.Application) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=app[config_key].events.retention_s)
+    async with app[pool_key].acquire() as conn:
+        deleted = await store.delete_old_events(conn, before)
+    if deleted:
+        log.info("events_purged", deleted=deleted)
+
+
+def retention_job(interval_s: float):
+    return periodic("events-retention", interval_s, purge_old_events)

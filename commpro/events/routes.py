@@ -1,0 +1,87 @@
+"""GET /api/events: the WebSocket of a user's events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from commpro.appkeys import config_key, hub_key, pool_key
+from commpro.auth import user_id
+from commpro.events import store
+from commpro.validation import Fields
+
+routes = web.RouteTableDef()
+REPLAY_BATCH = 500
+SLOW_CLIENT_CLOSE = 4008  # application range: "you did not keep up"
+
+
+def _wire(event_id: int, type_: str, data: dict, at: str) -> str:
+    return orjson.dumps({"id": event_id, "type": type_, "data": data, "at": at}).decode()
+
+
+@routes.get("/api/events", name="events")
+async def events(request: web.Request) -> web.WebSocketResponse:
+    """Pushes the caller's events as JSON text frames {id, type, data, at}. With ?since=<id>,
+    what came after that id is sent first, in order, then the live stream, without gaps or
+    repeats. The JWT is in the Authorization header, or ?token= for browsers."""
+    fields = Fields(request.query, allowed=("since", "token"))
+    since = fields.integer("since", required=False, low=0, high=2**62)
+    fields.check()
+    settings = request.config_dict[config_key].events
+    user = user_id(request)
+    hub = request.config_dict[hub_key]
+    ws = web.WebSocketResponse(heartbeat=settings.heartbeat_s)
+    # Subscribed before the replay, so nothing falls between the two.
+    sub = hub.subscribe(user)
+    reader = None
+    try:
+        await ws.prepare(request)
+        reader = asyncio.create_task(_drain(ws))
+        last = since
+        if since is not None:
+            async with request.config_dict[pool_key].acquire() as conn:
+                while True:
+                    rows = await store.events_since(conn, user, last, REPLAY_BATCH)
+                    for row in rows:
+                        await ws.send_str(_wire(row["id"], row["type"], row["payload"], row["created_at"].isoformat()))
+                        last = row["id"]
+                    if len(rows) < REPLAY_BATCH:
+                        break
+        overflow = asyncio.create_task(sub.overflowed.wait())
+        try:
+            while not ws.closed:
+                getter = asyncio.create_task(sub.queue.get())
+                done, _ = await asyncio.wait({getter, overflow, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    if overflow in done:
+                        await ws.close(code=SLOW_CLIENT_CLOSE, message=b"too slow: reconnect with ?since")
+                    break
+                event = getter.result()
+                if last is not None and event["id"] <= last:
+                    continue  # already sent by the replay
+                await ws.send_str(_wire(event["id"], event["type"], event["data"], event["at"]))
+                last = event["id"]
+        finally:
+            overflow.cancel()
+    except ConnectionResetError:
+        pass  # the client went away
+    finally:
+        hub.unsubscribe(sub)
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+async def _drain(ws: web.WebSocketResponse) -> None:
+    """Read what the client sends (nothing is expected) so that close frames are seen."""
+    async for msg in ws:
+        if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+            break

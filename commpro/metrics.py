@@ -1,0 +1,58 @@
+"""Prometheus metrics, one registry per application (so that tests can run several apps).
+
+What is counted where: requests in the access middleware, webhook signature rejections in the
+webhook guard, Twilio API calls in the gateway, quality alerts in the poller, and at scrape time
+the pool connections in use and how long ago each background loop last succeeded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Histogram(
+            "commpro_http_request_duration_seconds", "HTTP requests by route and status, and their latency",
+            ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.signature_rejections = Counter(
+            "commpro_webhook_signature_rejections", "Webhooks refused for a missing or wrong Twilio signature",
+            ["path"], registry=self.registry)
+        self.twilio = Histogram(
+            "commpro_twilio_api_duration_seconds", "Twilio API calls by operation and outcome, and their latency",
+            ["operation", "outcome"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.quality_alerts = Counter(
+            "commpro_quality_alerts", "Quality alerts raised, by kind", ["kind"], registry=self.registry)
+        self.live = _Live()
+        self.registry.register(self.live)
+
+    def job_succeeded(self, name: str) -> None:
+        self.live.last_success[name] = time.monotonic()
+
+
+class _Live(Collector):
+    """Figures read when scraped rather than kept up to date on the hot path."""
+
+    def __init__(self) -> None:
+        self.pool = None
+        self.last_success: dict[str, float] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        in_use = GaugeMetricFamily("commpro_db_pool_connections_in_use", "Database connections checked out")
+        if self.pool is not None:
+            in_use.add_metric([], self.pool.get_size() - self.pool.get_idle_size())
+        yield in_use
+        lag = GaugeMetricFamily("commpro_background_lag_seconds",
+                                "Seconds since each background loop last completed a round", labels=["task"])
+        now = time.monotonic()
+        for name, at in sorted(self.last_success.items()):
+            lag.add_metric([name], now - at)
+        yield lag
