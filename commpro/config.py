@@ -55,7 +55,7 @@ ENV_NAMES: dict[str, tuple[str, str]] = {
     "LOG_LEVEL": ("log", "level"),
 }
 # Read by load_config itself, not settings.
-META_ENV_NAMES = frozenset({"COMMPRO_CONFIG"})
+META_ENV_NAMES = frozenset({"COMMPRO_CONFIG", "RAILWAY_PUBLIC_DOMAIN"})
 # Fields the loader derives; neither config.toml nor the environment may set them.
 DERIVED = frozenset({("twilio", "sandbox")})
 
@@ -127,6 +127,11 @@ def _overlay_env(raw: dict, origin: dict, env: Mapping[str, str]) -> None:
         if name in env:
             raw.setdefault(section, {})[key] = env[name]
             origin[(section, key)] = name
+    # On Railway the public domain is known: PUBLIC_BASE_URL defaults to it.
+    domain = env.get("RAILWAY_PUBLIC_DOMAIN", "").strip()
+    if domain and not raw.get("server", {}).get("public_base_url"):
+        raw.setdefault("server", {})["public_base_url"] = f"https://{domain}"
+        origin[("server", "public_base_url")] = "RAILWAY_PUBLIC_DOMAIN"
 
 
 def _split_generic(name: str) -> tuple[str, str]:

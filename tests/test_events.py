@@ -1,0 +1,144 @@
+"""GET /api/events: auth, one's own events only, replay with ?since, slow clients, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import aiohttp
+import orjson
+import pytest
+
+from commpro.appkeys import hub_key
+from tests.conftest import WAIT_S, new_user
+
+PEER = "+447911123456"
+
+
+async def next_event(ws) -> dict:
+    msg = await asyncio.wait_for(ws.receive(), WAIT_S)
+    assert msg.type == aiohttp.WSMsgType.TEXT, msg
+    return orjson.loads(msg.data)
+
+
+async def sms_to(service, number: str, body: str = "hi") -> None:
+    resp = await service.webhook("/webhook/sms", {"MessageSid": "SM" + uuid.uuid4().hex, "From": PEER,
+                                                  "To": number, "Body": body})
+    assert resp.status == 200
+
+
+@pytest.mark.parametrize("how", ["none", "bad", "expired-query", "basic"])
+async def test_auth_failures(service, how):
+    headers, path = {}, "/api/events"
+    if how == "bad":
+        headers = {"Authorization": "Bearer nope.nope.nope"}
+    elif how == "expired-query":
+        path += "?token=" + service.token()[:-4] + "AAAA"
+    elif how == "basic":
+        headers = {"Authorization": "Basic YTpi"}
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await service.client.ws_connect(path, headers=headers)
+    assert info.value.status == 401
+
+
+async def test_query_token_only_for_the_event_stream(service):
+    resp = await service.client.get(f"/status?token={service.token()}")
+    assert resp.status == 401
+
+
+async def test_own_events_only_header_or_query_token(service):
+    alice, bob = new_user(), new_user()
+    alice_number, bob_number = await service.add_number(alice), await service.add_number(bob)
+    alice_ws = await service.client.ws_connect("/api/events", headers=service.auth(alice))
+    bob_ws = await service.client.ws_connect(f"/api/events?token={service.token(bob)}")
+    await sms_to(service, alice_number)
+    await sms_to(service, bob_number)
+    event = await next_event(alice_ws)
+    assert event["type"] == "message.received" and set(event["data"]) == {"messageId", "contactId", "numMedia"}
+    # Bob's first event is his own: Alice's never reached him.
+    bob_event = await next_event(bob_ws)
+    assert bob_event["type"] == "message.received" and bob_event["id"] > event["id"]
+    await alice_ws.close()
+    await bob_ws.close()
+
+
+async def test_calls_publish_created_and_status(service):
+    user = new_user()
+    number = await service.add_number(user, identity=user)
+    ws = await service.client.ws_connect("/api/events", headers=service.auth(user))
+    resp = await service.client.post("/api/calls/initiate", json={"from": number, "to": PEER}, headers=service.auth(user))
+    call_id = (await resp.json())["callId"]
+    await service.sandbox_idle()
+    types = []
+    while not types or types[-1] != ("call.status", "completed"):
+        event = await next_event(ws)
+        assert event["data"]["callId"] == call_id
+        types.append((event["type"], event["data"]["status"]))
+    assert types[0] == ("call.created", "initiated")
+    assert [s for _, s in types[1:]] == ["initiated", "ringing", "in-progress", "completed"]
+    await ws.close()
+
+
+async def test_reconnect_with_since_gets_what_was_missed_in_order(service):
+    user = new_user()
+    number = await service.add_number(user)
+    ws = await service.client.ws_connect("/api/events", headers=service.auth(user))
+    await sms_to(service, number, "one")
+    seen = (await next_event(ws))["id"]
+    await ws.close()
+    for text in ("two", "three"):
+        await sms_to(service, number, text)
+    ws = await service.client.ws_connect(f"/api/events?since={seen}", headers=service.auth(user))
+    missed = [await next_event(ws) for _ in range(2)]
+    assert [e["id"] for e in missed] == sorted(e["id"] for e in missed) and missed[0]["id"] > seen
+    await sms_to(service, number, "four")
+    live = await next_event(ws)
+    assert live["id"] > missed[-1]["id"]
+    await ws.close()
+    resp = await service.client.get("/api/events?since=yesterday", headers=service.auth(user))
+    assert resp.status == 400
+
+
+async def test_a_slow_client_is_disconnected_and_others_carry_on(start_service):
+    service = await start_service(COMMPRO_EVENTS_QUEUE_SIZE="2")
+    slow, other = new_user(), new_user()
+    other_number = await service.add_number(other)
+    slow_ws = await service.client.ws_connect("/api/events", headers=service.auth(slow))
+    other_ws = await service.client.ws_connect("/api/events", headers=service.auth(other))
+    hub = service.app[hub_key]
+    while not any(s.user_id == slow for subs in hub._subscribers.values() for s in subs):
+        await asyncio.sleep(0)  # the handler subscribes once the handshake is through
+    # Ten events at once, faster than any client can take them: its queue of 2 overflows.
+    for i in range(10):
+        hub.dispatch({"id": i + 1, "user": slow, "type": "test", "data": {}, "at": ""})
+    while True:
+        msg = await asyncio.wait_for(slow_ws.receive(), WAIT_S)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            break
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4008
+    await sms_to(service, other_number)
+    assert (await next_event(other_ws))["type"] == "message.received"
+    await other_ws.close()
+
+
+async def test_metrics_after_traffic(start_service):
+    service = await start_service(COMMPRO_METRICS_TOKEN="metrics-secret")
+    user = new_user()
+    number = await service.add_number(user)
+    for _ in range(3):
+        await service.client.get("/healthz")
+    await service.client.post("/webhook/sms", data={"MessageSid": "SM1"}, headers={"X-Twilio-Signature": "bad"})
+    await service.client.post("/api/messages/send", json={"from": number, "to": PEER, "body": "hi"},
+                              headers=service.auth(user))
+    await service.sandbox_idle()
+    assert (await service.client.get("/metrics")).status == 401
+    resp = await service.client.get("/metrics", headers={"Authorization": "Bearer metrics-secret"})
+    assert resp.status == 200 and resp.content_type == "text/plain"
+    text = await resp.text()
+    assert 'commpro_http_request_duration_seconds_count{method="GET",route="/healthz",status="200"} 3.0' in text
+    assert 'commpro_http_request_duration_seconds_bucket{le="0.001",method="GET",route="/healthz",status="200"}' in text
+    assert 'commpro_webhook_signature_rejections_total{path="/webhook/sms"} 1.0' in text
+    assert 'commpro_twilio_api_duration_seconds_count{operation="messages.create",outcome="ok"} 1.0' in text
+    assert "commpro_db_pool_connections_in_use " in text
+    assert 'commpro_background_lag_seconds{task="voice-insights"}' in text
+    assert user not in text and number not in text
