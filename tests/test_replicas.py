@@ -1,0 +1,125 @@
+"""Real processes: three replicas on one database, and the service started as Railway starts it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shlex
+import signal
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import orjson
+from aiohttp.test_utils import unused_port
+from twilio.request_validator import RequestValidator
+
+from commpro.auth import mint_token
+from commpro.config import load_config
+from commpro.numbers.store import insert_number
+from tests.conftest import PYTHON, REPO, WAIT_S, fresh_number, new_user, python_env
+
+PEER = "+447911123456"
+
+
+@asynccontextmanager
+async def serving(command: list[str], env: dict[str, str]):
+    """A process started with `command`, once it has said it is listening; SIGTERM at the end,
+    which must end it cleanly."""
+    proc = await asyncio.create_subprocess_exec(*command, cwd=REPO, env=env, stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.PIPE)
+    try:
+        while True:
+            line = await asyncio.wait_for(proc.stderr.readline(), 60)
+            assert line, "the process exited before it was listening"
+            if line.startswith(b"Try:"):
+                break
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0
+
+
+def signed(url: str, params: dict[str, str], token: str) -> dict[str, str]:
+    return {"X-Twilio-Signature": RequestValidator(token).compute_signature(url, params)}
+
+
+async def test_three_replicas_share_events_and_limits(empty_database_url, tmp_path):
+    ports = [unused_port() for _ in range(3)]
+    env = python_env(DATABASE_URL=empty_database_url, HOST="127.0.0.1", COMMPRO_APP_DATA_DIR=str(tmp_path / "data"),
+                     COMMPRO_MESSAGES_RATE_PER_MINUTE="2", COMMPRO_SANDBOX_MESSAGE_STEP_S="0")
+    command = [PYTHON, "-m", "commpro", "serve"]
+    # All three start at once on an empty database: the migrations run under one lock.
+    async with serving(command, {**env, "PORT": str(ports[0])}), \
+            serving(command, {**env, "PORT": str(ports[1])}), \
+            serving(command, {**env, "PORT": str(ports[2])}):
+        config = load_config(env={"COMMPRO_APP_DATA_DIR": str(tmp_path / "data")})
+        user, number = new_user(), fresh_number()
+        conn = await asyncpg.connect(empty_database_url)
+        try:
+            await insert_number(conn, user, number)
+        finally:
+            await conn.close()
+        auth = {"Authorization": f"Bearer {mint_token(config, user)}"}
+        a, b, c = (f"http://127.0.0.1:{p}" for p in ports)
+        async with aiohttp.ClientSession() as session:
+            # A webhook handled by A reaches a client connected to B.
+            async with session.ws_connect(f"{b}/api/events", headers=auth) as ws:
+                params = {"MessageSid": "SM" + uuid.uuid4().hex, "From": PEER, "To": number, "Body": "hello B"}
+                async with session.post(f"{a}/webhook/sms", data=params,
+                                        headers=signed(f"{a}/webhook/sms", params, config.twilio.auth_token)) as resp:
+                    assert resp.status == 200
+                msg = await asyncio.wait_for(ws.receive(), WAIT_S)
+                assert orjson.loads(msg.data)["type"] == "message.received"
+            # Two sends a minute, whichever replica is asked.
+            statuses = []
+            for base in (a, b, c):
+                async with session.post(f"{base}/api/messages/send", json={"from": number, "to": PEER, "body": "x"},
+                                        headers=auth) as resp:
+                    statuses.append(resp.status)
+            assert statuses == [201, 201, 429]
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(list((REPO / "sql").glob("*.sql")))
+    finally:
+        await conn.close()
+
+
+async def test_railway_start_command(empty_database_url, tmp_path):
+    deploy = json.loads((REPO / "railway.json").read_text())["deploy"]
+    port = unused_port()
+    secret = base64.b64encode(os.urandom(32)).decode()
+    env = python_env(
+        PORT=str(port), DATABASE_URL=empty_database_url, COMMPRO_ENV="production", JWT_SECRET="j" * 48,
+        COMMPRO_MASTER_KEY=secret, TWILIO_ACCOUNT_SID="AC" + "1" * 32, TWILIO_AUTH_TOKEN="2" * 32,
+        RAILWAY_PUBLIC_DOMAIN="commpro.up.railway.app", COMMPRO_APP_DATA_DIR=str(tmp_path / "data"),
+        PATH=f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    for pre in deploy["preDeployCommand"]:
+        proc = await asyncio.create_subprocess_exec(*shlex.split(pre), cwd=REPO, env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err
+        assert out.startswith(b"applied")
+    async with serving(shlex.split(deploy["startCommand"]), env):
+        base = f"http://127.0.0.1:{port}"
+        config = load_config(env=env)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(base + deploy["healthcheckPath"]) as resp:
+                assert resp.status == 200
+            async with session.get(f"{base}/status", headers={"Authorization": f"Bearer {mint_token(config, 'ops')}"}) as r:
+                assert (await r.json())["twilio"]["mode"] == "live"
+            # Behind Railway's proxy Twilio signs the public https URL, which is what is checked.
+            params = {"MessageSid": "SM" + "5" * 32, "From": PEER, "To": "+447911000000", "Body": "x"}
+            public = "https://commpro.up.railway.app/webhook/sms"
+            async with session.post(f"{base}/webhook/sms", data=params, headers=signed(public, params, "2" * 32)) as r:
+                assert r.status == 200
+            async with session.post(f"{base}/webhook/sms", data=params,
+                                    headers=signed(f"{base}/webhook/sms", params, "2" * 32)) as r:
+                assert r.status == 403
