@@ -24,6 +24,7 @@ from commpro.auth import mint_token
 from commpro.config import load_config
 from commpro.logs import configure_logging
 
+DEVNULL = open(os.devnull, "w")  # noqa: SIM115 - the log stream, open as long as the process
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "3000"))
 CONCURRENCY = 8
 
@@ -62,7 +63,7 @@ async def main() -> None:
         from commpro.embedded import embedded_database_url
 
         database_url = embedded_database_url(data / "pg")
-    configure_logging("INFO", open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    configure_logging("INFO", DEVNULL)
     results = {}
     bare = web.Application()
     bare.router.add_get("/healthz", healthz)
