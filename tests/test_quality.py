@@ -13,6 +13,8 @@ import pytest
 from aiohttp import web
 
 from commpro.appkeys import twilio_key
+from commpro.calls.prices import PRICES
+from commpro.prices import fetch_due_prices
 from commpro.quality.delivery import deliver_round
 from commpro.quality.emodel import estimate_mos, mos_from_r, r_factor
 from commpro.quality.poller import poll_round
@@ -177,7 +179,7 @@ async def test_alert_webhook_is_signed_and_retried(start_service, aiohttp_server
     assert await deliver_round(service.app, soon(hours=1)) == 0
 
 
-async def test_two_instances_fetch_each_summary_once(start_service, make_config, empty_database_url):
+async def test_two_instances_fetch_each_summary_and_price_once(start_service, make_config, empty_database_url):
     first = await start_service(config=make_config(DATABASE_URL=empty_database_url,
                                                    COMMPRO_QUALITY_FIRST_FETCH_AFTER_S="0"))
     twilio = first.config.twilio
@@ -189,6 +191,11 @@ async def test_two_instances_fetch_each_summary_once(start_service, make_config,
     stored = await asyncio.gather(poll_round(first.app, soon(seconds=1)), poll_round(second.app, soon(seconds=1)))
     assert sum(stored) == 6
     assert [first.sandbox.summary_fetches[c["sid"]] for c in calls] == [1] * 6
+    await first.sandbox_control(pricesNow=True)
+    later = soon(hours=1)
+    priced = await asyncio.gather(fetch_due_prices(first.app, PRICES, later), fetch_due_prices(second.app, PRICES, later))
+    assert sum(priced) == 6
+    assert [first.sandbox.call_fetches[c["sid"]] for c in calls] == [1] * 6
 
 
 async def test_quality_and_alerts_endpoints(fast):

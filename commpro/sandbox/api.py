@@ -107,7 +107,9 @@ async def create_call(request: web.Request) -> web.Response:
 
 @routes.get(ACCOUNT + "/Calls/{sid}.json", name="sandbox_fetch_call")
 async def fetch_call(request: web.Request) -> web.Response:
-    call = _state(request).calls.get(request.match_info["sid"])
+    state, sid = _state(request), request.match_info["sid"]
+    state.call_fetches[sid] = state.call_fetches.get(sid, 0) + 1
+    call = state.calls.get(sid)
     if call is None:
         return not_found()
     return web.json_response(call.json())

@@ -229,6 +229,8 @@ class SandboxState:
     summaries_complete: bool = False
     # Summary requests by call SID, so tests can see that each was fetched once.
     summary_fetches: dict[str, int] = field(default_factory=dict)
+    # Call fetches by SID (the price job's work).
+    call_fetches: dict[str, int] = field(default_factory=dict)
     calls: dict[str, SandboxCall] = field(default_factory=dict)
     messages: dict[str, SandboxMessage] = field(default_factory=dict)
     media: dict[str, SandboxMedia] = field(default_factory=dict)
