@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -21,12 +20,11 @@ from commpro.errors import (
     NotFound,
     ServiceUnavailable,
     Unprocessable,
-    ValidationError,
 )
 from commpro.events import store as events
 from commpro.guards import idempotent, rate_limit
 from commpro.numbers import store as numbers
-from commpro.validation import Fields, decode_cursor, encode_cursor, json_body, parse_uuid
+from commpro.validation import Fields, decode_cursor, json_body, next_cursor, parse_uuid
 
 routes = web.RouteTableDef()
 DIRECTIONS = ("inbound", "outbound")
@@ -116,26 +114,14 @@ async def list_calls(request: web.Request) -> web.Response:
     direction = fields.choice("direction", DIRECTIONS, required=False)
     status = fields.choice("status", store.STATUS_RANK, required=False)
     since, until = fields.timestamp("since"), fields.timestamp("until")
-    before = None
-    if "cursor" in request.query:
-        if "offset" in request.query:
-            fields.errors["cursor"] = "use either cursor or offset"
-        else:
-            before = _cursor(request.query["cursor"])
+    if "cursor" in request.query and "offset" in request.query:
+        fields.errors["cursor"] = "use either cursor or offset"
     fields.check()
+    before = decode_cursor(request.query["cursor"]) if "cursor" in request.query else None
     async with request.config_dict[pool_key].acquire() as conn:
         rows = await store.list_calls(conn, user_id(request), direction=direction, status=status, since=since,
                                       until=until, before=before, limit=limit, offset=offset)
-    next_cursor = encode_cursor(rows[-1]["created_at"].isoformat(), str(rows[-1]["id"])) if len(rows) == limit else None
-    return web.json_response({"calls": [call_json(r) for r in rows], "nextCursor": next_cursor})
-
-
-def _cursor(value: str) -> tuple[datetime, uuid.UUID]:
-    parts = decode_cursor(value)
-    try:
-        return datetime.fromisoformat(parts[0]), uuid.UUID(parts[1])
-    except (IndexError, TypeError, ValueError):
-        raise ValidationError(details={"cursor": "is not a cursor this service gave out"}) from None
+    return web.json_response({"calls": [call_json(r) for r in rows], "nextCursor": next_cursor(rows, limit)})
 
 
 @routes.get("/api/calls/token", name="call_token")

@@ -31,7 +31,7 @@ from commpro.messages.media import media_response, signed_media_url, sniff
 from commpro.messages.sms import encoding_and_segments
 from commpro.numbers import store as numbers
 from commpro.twilio_gateway import TwilioError
-from commpro.validation import Fields, decode_cursor, encode_cursor, json_body, parse_uuid
+from commpro.validation import Fields, decode_cursor, json_body, next_cursor, parse_uuid
 
 routes = web.RouteTableDef()
 MAX_BODY = 1600
@@ -195,14 +195,8 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, str], list[tu
 def _page(request: web.Request, cursor_name: str) -> tuple[int, tuple[datetime, uuid.UUID] | None]:
     fields = Fields(request.query, allowed=("limit", cursor_name))
     limit = fields.integer("limit", required=False, low=1, high=200, default=50)
-    before = None
-    if cursor_name in request.query:
-        parts = decode_cursor(request.query[cursor_name], cursor_name)
-        try:
-            before = datetime.fromisoformat(parts[0]), uuid.UUID(parts[1])
-        except (IndexError, TypeError, ValueError):
-            fields.errors[cursor_name] = "is not a cursor this service gave out"
     fields.check()
+    before = decode_cursor(request.query[cursor_name], cursor_name) if cursor_name in request.query else None
     return limit, before
 
 
@@ -226,9 +220,8 @@ async def list_conversations(request: web.Request) -> web.Response:
             "unreadCount": row["unread_count"],
             "lastMessageAt": _iso(row["last_message_at"]),
         })
-    next_cursor = (encode_cursor(rows[-1]["last_message_at"].isoformat(), str(rows[-1]["contact_id"]))
-                   if len(rows) == limit else None)
-    return web.json_response({"conversations": conversations, "nextCursor": next_cursor})
+    return web.json_response({"conversations": conversations,
+                              "nextCursor": next_cursor(rows, limit, "last_message_at", "contact_id")})
 
 
 @routes.get("/api/messages/conversations/{contactId}", name="get_conversation")
@@ -246,12 +239,11 @@ async def get_conversation(request: web.Request) -> web.Response:
     media: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for m in media_rows:
         media.setdefault(m["message_id"], []).append(media_json(m, key))
-    next_cursor = encode_cursor(rows[-1]["created_at"].isoformat(), str(rows[-1]["id"])) if len(rows) == limit else None
     return web.json_response({
         "contact": {"id": str(contact["id"]), "phoneNumber": contact["phone_number"], "name": contact["name"],
                     "optedOut": contact["opted_out"]},
         "messages": [message_json(r, key, media.get(r["id"], [])) for r in rows],
-        "nextCursor": next_cursor,
+        "nextCursor": next_cursor(rows, limit),
     })
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -12,7 +10,7 @@ from commpro.appkeys import pool_key
 from commpro.auth import user_id
 from commpro.errors import NotFound
 from commpro.quality import store
-from commpro.validation import Fields, decode_cursor, encode_cursor, parse_uuid
+from commpro.validation import Fields, decode_cursor, next_cursor, parse_uuid
 
 routes = web.RouteTableDef()
 
@@ -31,18 +29,11 @@ async def list_alerts(request: web.Request) -> web.Response:
     fields = Fields(request.query, allowed=("limit", "cursor", "since"))
     limit = fields.integer("limit", required=False, low=1, high=200, default=50)
     since = fields.timestamp("since")
-    before = None
-    if "cursor" in request.query:
-        parts = decode_cursor(request.query["cursor"])
-        try:
-            before = datetime.fromisoformat(parts[0]), uuid.UUID(parts[1])
-        except (IndexError, TypeError, ValueError):
-            fields.errors["cursor"] = "is not a cursor this service gave out"
     fields.check()
+    before = decode_cursor(request.query["cursor"]) if "cursor" in request.query else None
     async with request.config_dict[pool_key].acquire() as conn:
         rows = await store.list_alerts(conn, user_id(request), since, before, limit)
-    next_cursor = encode_cursor(rows[-1]["created_at"].isoformat(), str(rows[-1]["id"])) if len(rows) == limit else None
-    return web.json_response({"alerts": [alert_json(r) for r in rows], "nextCursor": next_cursor})
+    return web.json_response({"alerts": [alert_json(r) for r in rows], "nextCursor": next_cursor(rows, limit)})
 
 
 @routes.get("/api/calls/{id}/quality", name="call_quality")
