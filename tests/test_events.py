@@ -21,6 +21,16 @@ async def next_event(ws) -> dict:
     return orjson.loads(msg.data)
 
 
+async def subscribed(hub, user: str) -> None:
+    """The handler subscribes right after the handshake: yield to it until it has."""
+
+    async def until() -> None:
+        while user not in hub._subscribers:
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(until(), WAIT_S)
+
+
 async def sms_to(service, number: str, body: str = "hi") -> None:
     resp = await service.webhook("/webhook/sms", {"MessageSid": "SM" + uuid.uuid4().hex, "From": PEER,
                                                   "To": number, "Body": body})
@@ -106,8 +116,7 @@ async def test_a_slow_client_is_disconnected_and_others_carry_on(start_service):
     slow_ws = await service.client.ws_connect("/api/events", headers=service.auth(slow))
     other_ws = await service.client.ws_connect("/api/events", headers=service.auth(other))
     hub = service.app[hub_key]
-    while not any(s.user_id == slow for subs in hub._subscribers.values() for s in subs):
-        await asyncio.sleep(0)  # the handler subscribes once the handshake is through
+    await subscribed(hub, slow)
     # Ten events at once, faster than any client can take them: its queue of 2 overflows.
     for i in range(10):
         hub.dispatch({"id": i + 1, "user": slow, "type": "test", "data": {}, "at": ""})
@@ -142,3 +151,13 @@ async def test_metrics_after_traffic(start_service):
     assert "commpro_db_pool_connections_in_use " in text
     assert 'commpro_background_lag_seconds{task="voice-insights"}' in text
     assert user not in text and number not in text
+
+
+async def test_shutdown_ends_open_streams(service):
+    user = new_user()
+    ws = await service.client.ws_connect("/api/events", headers=service.auth(user))
+    hub = service.app[hub_key]
+    await subscribed(hub, user)
+    await service.app.shutdown()
+    msg = await asyncio.wait_for(ws.receive(), WAIT_S)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.GOING_AWAY

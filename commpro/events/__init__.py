@@ -31,7 +31,9 @@ class Subscriber:
     def __init__(self, user_id: str, size: int) -> None:
         self.user_id = user_id
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(size)
+        # Set when the subscriber fell too far behind, or when the process shuts down.
         self.overflowed = asyncio.Event()
+        self.going_away = False
 
 
 class EventHub:
@@ -58,6 +60,13 @@ class EventHub:
             except asyncio.QueueFull:
                 sub.overflowed.set()
 
+    def close_all(self) -> None:
+        """On shutdown: every stream ends (1001, going away), so none holds the process up."""
+        for subs in self._subscribers.values():
+            for sub in subs:
+                sub.going_away = True
+                sub.overflowed.set()
+
     def on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:
             self.dispatch(orjson.loads(payload))
@@ -72,6 +81,12 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     conn = await asyncpg.connect(config.database.url, timeout=config.database.connect_timeout_s)
     await conn.add_listener(store.CHANNEL, hub.on_notify)
     app[hub_key] = hub
+
+    async def close_streams(_app: web.Application) -> None:
+        hub.close_all()
+
+    # on_shutdown runs before aiohttp waits for handlers to finish: open WebSockets end first.
+    app.on_shutdown.append(close_streams)
     try:
         yield
     finally:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from commpro.appkeys import config_key, hub_key, pool_key
 from commpro.auth import user_id
@@ -57,7 +57,9 @@ async def events(request: web.Request) -> web.WebSocketResponse:
                 done, _ = await asyncio.wait({getter, overflow, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
-                    if overflow in done:
+                    if overflow in done and sub.going_away:
+                        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+                    elif overflow in done:
                         await ws.close(code=SLOW_CLIENT_CLOSE, message=b"too slow: reconnect with ?since")
                     break
                 event = getter.result()
