@@ -161,3 +161,23 @@ async def test_shutdown_ends_open_streams(service):
     await service.app.shutdown()
     msg = await asyncio.wait_for(ws.receive(), WAIT_S)
     assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.GOING_AWAY
+
+
+async def test_a_lost_listener_is_restored_and_streams_resync(service):
+    user = new_user()
+    number = await service.add_number(user)
+    ws = await service.client.ws_connect("/api/events", headers=service.auth(user))
+    await subscribed(service.app[hub_key], user)
+    # The database ends the LISTEN connection (a failover, a restart).
+    async with service.pool.acquire() as conn:
+        killed = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN%' AND datname = current_database() AND pid <> pg_backend_pid()")
+    assert killed >= 1
+    msg = await asyncio.wait_for(ws.receive(), WAIT_S)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4009
+    # Listening again: a new stream gets live events.
+    ws = await service.client.ws_connect("/api/events", headers=service.auth(user))
+    await sms_to(service, number)
+    assert (await next_event(ws))["type"] == "message.received"
+    await ws.close()

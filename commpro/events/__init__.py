@@ -10,6 +10,7 @@ for, so a slow client cannot hold up the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import config_key, hub_key, pool_key
+from commpro.appkeys import config_key, hub_key, pool_key, tasks_key
 from commpro.background import periodic
 from commpro.events import store
 
@@ -34,6 +35,7 @@ class Subscriber:
         # Set when the subscriber fell too far behind, or when the process shuts down.
         self.overflowed = asyncio.Event()
         self.going_away = False
+        self.resync = False
 
 
 class EventHub:
@@ -60,11 +62,12 @@ class EventHub:
             except asyncio.QueueFull:
                 sub.overflowed.set()
 
-    def close_all(self) -> None:
-        """On shutdown: every stream ends (1001, going away), so none holds the process up."""
+    def close_all(self, resync: bool = False) -> None:
+        """End every stream: on shutdown (1001, going away), so that none holds the process up,
+        or after events may have been missed (`resync`: 4009, reconnect with ?since)."""
         for subs in self._subscribers.values():
             for sub in subs:
-                sub.going_away = True
+                sub.going_away, sub.resync = not resync, resync
                 sub.overflowed.set()
 
     def on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
@@ -74,13 +77,44 @@ class EventHub:
             log.warning("event_unreadable")
 
 
+async def _listen(config, hub: EventHub) -> tuple[asyncpg.Connection, asyncio.Event]:
+    """LISTEN on a connection of its own (a pooled one would be handed to someone else); the
+    event is set when that connection is lost."""
+    lost = asyncio.Event()
+    conn = await asyncpg.connect(config.database.url, timeout=config.database.connect_timeout_s)
+    conn.add_termination_listener(lambda _conn: lost.set())
+    await conn.add_listener(store.CHANNEL, hub.on_notify)
+    return conn, lost
+
+
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    """LISTEN on a connection of its own: a pooled one would be handed to someone else."""
     config = app[config_key]
     hub = EventHub(config.events.queue_size)
-    conn = await asyncpg.connect(config.database.url, timeout=config.database.connect_timeout_s)
-    await conn.add_listener(store.CHANNEL, hub.on_notify)
+    conn, lost = await _listen(config, hub)
     app[hub_key] = hub
+
+    async def keep_listening() -> None:
+        """A lost LISTEN connection is made again. Whatever was notified meanwhile never reached
+        this process, so its streams are ended (4009): clients reconnect with ?since and the
+        durable log fills the gap."""
+        nonlocal conn, lost
+        delay = 0.5
+        while True:
+            await lost.wait()
+            log.warning("event_listener_lost")
+            while True:
+                try:
+                    conn, lost = await _listen(config, hub)
+                    break
+                except (OSError, asyncpg.PostgresError, TimeoutError):
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30)
+            delay = 0.5
+            hub.close_all(resync=True)
+            log.info("event_listener_restored")
+
+    supervisor = asyncio.create_task(keep_listening(), name="event-listener")
+    app[tasks_key]["event-listener"] = supervisor
 
     async def close_streams(_app: web.Application) -> None:
         hub.close_all()
@@ -90,6 +124,9 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
         await conn.close()
 
 

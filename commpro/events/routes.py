@@ -16,6 +16,7 @@ from commpro.validation import Fields
 routes = web.RouteTableDef()
 REPLAY_BATCH = 500
 SLOW_CLIENT_CLOSE = 4008  # application range: "you did not keep up"
+RESYNC_CLOSE = 4009  # "this process may have missed events"
 
 
 def _wire(event_id: int, type_: str, data: dict, at: str) -> str:
@@ -59,6 +60,8 @@ async def events(request: web.Request) -> web.WebSocketResponse:
                     getter.cancel()
                     if overflow in done and sub.going_away:
                         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+                    elif overflow in done and sub.resync:
+                        await ws.close(code=RESYNC_CLOSE, message=b"events may have been missed: reconnect with ?since")
                     elif overflow in done:
                         await ws.close(code=SLOW_CLIENT_CLOSE, message=b"too slow: reconnect with ?since")
                     break
