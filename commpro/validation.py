@@ -159,6 +159,11 @@ class Fields:
             raise ValidationError(details=dict(sorted(self.errors.items())))
 
 
+def iso(value: datetime | None) -> str | None:
+    """A timestamp as the API writes it (ISO 8601 with its offset), or None."""
+    return value.isoformat() if value else None
+
+
 def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
     """A keyset cursor: the sort key of the last row of a page."""
     return base64.urlsafe_b64encode(orjson.dumps([at.isoformat(), str(row_id)])).decode().rstrip("=")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -24,15 +23,11 @@ from commpro.errors import (
 from commpro.events import store as events
 from commpro.guards import idempotent, rate_limit
 from commpro.numbers import store as numbers
-from commpro.validation import Fields, decode_cursor, json_body, next_cursor, parse_uuid
+from commpro.validation import Fields, decode_cursor, iso, json_body, next_cursor, parse_uuid
 
 routes = web.RouteTableDef()
 DIRECTIONS = ("inbound", "outbound")
 TOKEN_TTL_S = 3600
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 def call_json(row: asyncpg.Record) -> dict[str, Any]:
@@ -46,9 +41,9 @@ def call_json(row: asyncpg.Record) -> dict[str, Any]:
         "from": row["from_number"],
         "to": row["to_number"],
         "status": row["status"],
-        "createdAt": _iso(row["created_at"]),
-        "answeredAt": _iso(row["answered_at"]),
-        "endedAt": _iso(row["ended_at"]),
+        "createdAt": iso(row["created_at"]),
+        "answeredAt": iso(row["answered_at"]),
+        "endedAt": iso(row["ended_at"]),
         "durationSec": row["duration_s"],
         # A string, as Twilio gives it: money is not a float.
         "price": str(row["price"]) if row["price"] is not None else None,

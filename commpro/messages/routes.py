@@ -31,16 +31,12 @@ from commpro.messages.media import media_response, signed_media_url, sniff
 from commpro.messages.sms import encoding_and_segments
 from commpro.numbers import store as numbers
 from commpro.twilio_gateway import TwilioError
-from commpro.validation import Fields, decode_cursor, json_body, next_cursor, parse_uuid
+from commpro.validation import Fields, decode_cursor, iso, json_body, next_cursor, parse_uuid
 
 routes = web.RouteTableDef()
 MAX_BODY = 1600
 MAX_MEDIA = 10
 OPTED_OUT_CODE = 21610
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 def message_json(row: asyncpg.Record, key: DataKey | None, media: list[dict[str, Any]]) -> dict[str, Any]:
@@ -57,8 +53,8 @@ def message_json(row: asyncpg.Record, key: DataKey | None, media: list[dict[str,
         "media": media,
         "status": row["status"],
         "errorCode": row["error_code"],
-        "readAt": _iso(row["read_at"]),
-        "createdAt": _iso(row["created_at"]),
+        "readAt": iso(row["read_at"]),
+        "createdAt": iso(row["created_at"]),
     }
 
 
@@ -218,7 +214,7 @@ async def list_conversations(request: web.Request) -> web.Response:
             "lastMessage": {k: last[k] for k in ("id", "body", "content", "direction", "status", "createdAt")}
             | {"mediaCount": row["num_media"]},
             "unreadCount": row["unread_count"],
-            "lastMessageAt": _iso(row["last_message_at"]),
+            "lastMessageAt": iso(row["last_message_at"]),
         })
     return web.json_response({"conversations": conversations,
                               "nextCursor": next_cursor(rows, limit, "last_message_at", "contact_id")})
@@ -264,7 +260,7 @@ async def read_message(request: web.Request) -> web.Response:
         found, read_at = await store.mark_read(conn, user_id(request), message_id)
     if not found:
         raise NotFound("No such message")
-    return web.json_response({"id": str(message_id), "readAt": _iso(read_at)})
+    return web.json_response({"id": str(message_id), "readAt": iso(read_at)})
 
 
 @routes.get("/api/messages/{id}/media/{mediaId}", name="message_media")

@@ -10,7 +10,7 @@ from commpro.appkeys import pool_key
 from commpro.auth import user_id
 from commpro.errors import NotFound
 from commpro.quality import store
-from commpro.validation import Fields, decode_cursor, next_cursor, parse_uuid
+from commpro.validation import Fields, decode_cursor, iso, next_cursor, parse_uuid
 
 routes = web.RouteTableDef()
 
@@ -65,6 +65,6 @@ async def call_quality(request: web.Request) -> web.Response:
         "codec": row["codec"],
         "edge": row["edge"],
         "tags": list(row["tags"] or []),
-        "fetchedAt": row["fetched_at"].isoformat() if row["fetched_at"] else None,
+        "fetchedAt": iso(row["fetched_at"]),
         "alerts": [alert_json(a) for a in alerts],
     })
