@@ -15,6 +15,8 @@ from commpro.errors import AppError, Conflict, TooManyRequests, Unprocessable, V
 from commpro.guards import store
 
 MAX_KEY_LENGTH = 255
+# Refusals that a later retry may not meet (limit, account funds): not remembered for the key.
+RETRYABLE = frozenset({402, 429})
 
 
 async def rate_limit(request: web.Request, name: str, per_minute: int) -> None:
@@ -52,8 +54,8 @@ async def idempotent(request: web.Request, scope: str, body: dict[str, Any],
     try:
         status, payload = await create()
     except AppError as exc:
-        if exc.status >= 500:
-            # Worth retrying with the same key: forget it.
+        if exc.status >= 500 or exc.status in RETRYABLE:
+            # Worth retrying with the same key later: forget it.
             async with pool.acquire() as conn:
                 await store.release_idempotency_key(conn, user, scope, key)
             raise
