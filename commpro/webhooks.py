@@ -66,6 +66,17 @@ def webhook_form(request: web.Request, *required: str) -> MultiDictProxy[str]:
     return form
 
 
+def form_int(form: MultiDictProxy[str], name: str) -> int | None:
+    """An optional whole-number field of a webhook; 400 naming it when it is something else."""
+    value = form.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationError(details={name: "must be a whole number"}) from None
+
+
 def twiml(document: object) -> web.Response:
     """A TwiML document (a twilio.twiml builder) as Twilio expects it."""
     return web.Response(text=str(document), content_type="text/xml")

@@ -15,8 +15,8 @@ from commpro.events import store as events
 from commpro.numbers import store as numbers
 from commpro.quality import store as quality
 from commpro.validation import is_e164
+from commpro.webhooks import form_int, webhook_form
 from commpro.webhooks import twiml as twiml_response
-from commpro.webhooks import webhook_form
 
 log = structlog.get_logger("commpro.calls")
 routes = web.RouteTableDef()
@@ -31,16 +31,6 @@ def _call_id(request: web.Request) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         raise ValidationError(details={"callId": "must be a UUID"}) from None
-
-
-def _int(form, name: str) -> int | None:
-    value = form.get(name)
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValidationError(details={name: "must be a whole number"}) from None
 
 
 @routes.post("/webhook/voice", name="webhook_voice")
@@ -117,7 +107,7 @@ async def dial_completed(request: web.Request) -> web.Response:
 @routes.post("/webhook/voice/recording", name="webhook_voice_recording")
 async def recording(request: web.Request) -> web.Response:
     form = webhook_form(request, "CallSid", "RecordingSid", "RecordingUrl")
-    duration = _int(form, "RecordingDuration")
+    duration = form_int(form, "RecordingDuration")
     async with request.config_dict[pool_key].acquire() as conn:
         call = await store.find_webhook_call(conn, _call_id(request), form["CallSid"])
         if call is None:
@@ -137,7 +127,7 @@ async def status_callback(request: web.Request) -> web.Response:
     status = form["CallStatus"]
     if status not in store.STATUS_RANK:
         raise ValidationError(details={"CallStatus": "unknown status"})
-    sequence, duration, error = _int(form, "SequenceNumber"), _int(form, "CallDuration"), _int(form, "ErrorCode")
+    sequence, duration, error = form_int(form, "SequenceNumber"), form_int(form, "CallDuration"), form_int(form, "ErrorCode")
     leg = request.query.get("leg")
     config = request.config_dict[config_key]
     price_after = config.prices.first_after_s

@@ -102,9 +102,6 @@ class KeyRing:
         self._cache[user_id] = (time.monotonic() + self._ttl_s, key)
         return key
 
-    def forget(self, user_id: str) -> None:
-        self._cache.pop(user_id, None)
-
     # -- content ---------------------------------------------------------------------------
 
     @staticmethod

@@ -160,13 +160,6 @@ MESSAGE_COLUMNS = """
 m.id, m.user_id, m.contact_id, m.direction, m.from_number, m.to_number, m.body_ciphertext, m.body_nonce,
 m.status, m.error_code, m.read_at, m.created_at, m.num_media, m.num_segments, m.encoding
 """
-GET_MESSAGE = f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.user_id = $1 AND m.id = $2"
-
-
-async def get_message(conn: asyncpg.Connection, user_id: str, message_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow(GET_MESSAGE, user_id, message_id)
-
-
 LIST_MESSAGES = f"""
 SELECT {MESSAGE_COLUMNS} FROM messages m
 WHERE m.user_id = $1 AND m.contact_id = $2

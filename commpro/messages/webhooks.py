@@ -16,7 +16,7 @@ from commpro.messages import store
 from commpro.messages.content import seal
 from commpro.messages.sms import encoding_and_segments, opt_keyword
 from commpro.numbers import store as numbers
-from commpro.webhooks import twiml, webhook_form
+from commpro.webhooks import form_int, twiml, webhook_form
 
 log = structlog.get_logger("commpro.messages")
 routes = web.RouteTableDef()
@@ -28,10 +28,7 @@ async def inbound_sms(request: web.Request) -> web.Response:
     """Store the message encrypted, once per MessageSid, and answer at once; its media is
     recorded as pending in the same transaction and fetched in the background."""
     form = webhook_form(request, "MessageSid", "From", "To")
-    try:
-        num_media = min(int(form.get("NumMedia") or 0), MAX_MEDIA)
-    except ValueError:
-        raise ValidationError(details={"NumMedia": "must be a whole number"}) from None
+    num_media = max(0, min(form_int(form, "NumMedia") or 0, MAX_MEDIA))
     config = request.config_dict[config_key]
     body = form.get("Body", "")
     keyword = opt_keyword(body, form.get("OptOutType"))
@@ -76,9 +73,7 @@ async def message_status(request: web.Request) -> web.Response:
     status = form["MessageStatus"]
     if status not in store.STATUS_RANK:
         raise ValidationError(details={"MessageStatus": "unknown status"})
-    error_code = form.get("ErrorCode")
-    if error_code and not error_code.isdigit():
-        raise ValidationError(details={"ErrorCode": "must be a whole number"})
+    error_code = form_int(form, "ErrorCode")
     message_id = None
     if "messageId" in request.query:
         try:
@@ -92,7 +87,7 @@ async def message_status(request: web.Request) -> web.Response:
             log.info("status_for_unknown_message", message_sid=form["MessageSid"], status=status)
             return web.Response(status=204)
         await store.set_message_sid(conn, message["id"], form["MessageSid"])
-        if await store.apply_status(conn, message["id"], status, int(error_code) if error_code else None, price_after):
+        if await store.apply_status(conn, message["id"], status, error_code, price_after):
             await events.publish(conn, message["user_id"], "message.status",
                                  {"messageId": str(message["id"]), "status": status})
     return web.Response(status=204)
