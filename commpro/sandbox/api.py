@@ -96,7 +96,7 @@ async def create_call(request: web.Request) -> web.Response:
         events.update(value.split())
     call = SandboxCall(
         new_sid("CA"), state.account_sid, from_, to, "outbound-api",
-        url=form.get("Url"), method=form.get("Method", "POST"), twiml=form.get("Twiml"),
+        url=form.get("Url"), twiml=form.get("Twiml"),
         status_callback=form.get("StatusCallback"),
         status_events=frozenset(events or {"completed"}),
     )

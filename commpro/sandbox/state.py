@@ -43,8 +43,7 @@ class SandboxCall:
     direction: str  # "outbound-api", "inbound" or "outbound-dial"
     status: str = "queued"
     parent_sid: str | None = None
-    url: str | None = None
-    method: str = "POST"
+    url: str | None = None  # always fetched with POST, as CommPro asks
     twiml: str | None = None
     status_callback: str | None = None
     status_events: frozenset[str] = frozenset({"completed"})
