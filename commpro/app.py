@@ -27,6 +27,7 @@ from commpro.db import pool_ctx
 from commpro.errors import error_middleware
 from commpro.events import hub_ctx, retention_job
 from commpro.events import routes as event_routes
+from commpro.guards import key_retention_job
 from commpro.keys import KeyRing
 from commpro.logs import access_middleware
 from commpro.messages import media as message_media
@@ -41,6 +42,7 @@ from commpro.quality.delivery import delivery_job
 from commpro.quality.poller import quality_job
 from commpro.settings import Config
 from commpro.twilio_gateway import TwilioGateway, twilio_ctx
+from commpro.unconfirmed import sweep_job
 from commpro.webhooks import webhook_guard
 
 
@@ -69,6 +71,8 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.cleanup_ctx.append(message_media.media_fetch_job(config.messages.fetch_interval_s))
     app.cleanup_ctx.append(quality_job(config.quality.poll_interval_s))
     app.cleanup_ctx.append(delivery_job(config.alerts.delivery_interval_s))
+    app.cleanup_ctx.append(sweep_job(config.idempotency.sweep_interval_s))
+    app.cleanup_ctx.append(key_retention_job(config.idempotency.sweep_interval_s))
     app.add_routes(ops.routes)
     app.add_routes(event_routes.routes)
     app.add_routes(number_routes.routes)

@@ -249,6 +249,9 @@ def _validate(config: Config, origin: dict) -> Config:
     ):
         if value < low:
             errors.append(f"{where(section, key)}: must be at least {low}, got {value}")
+    if config.idempotency.lease_s <= config.twilio.timeout_s:
+        errors.append(f"{where('idempotency', 'lease_s')}: must be longer than twilio.timeout_s "
+                      f"({config.twilio.timeout_s:g}), or a slow request would lose its key mid-way")
     if config.database.pool_min > config.database.pool_max:
         errors.append(f"{where('database', 'pool_min')}: larger than database.pool_max")
     for key_name, values in (("master_key", [config.crypto.master_key]),

@@ -67,6 +67,8 @@ class TwilioSettings:
 @dataclass(frozen=True)
 class CallSettings:
     rate_per_minute: int = 10
+    # A call Twilio never confirmed (no answer to the create, no webhook since) is failed after this.
+    unconfirmed_after_s: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,17 @@ class MessageSettings:
     fetch_interval_s: float = 10.0
     fetch_retry_first_s: float = 5.0
     fetch_attempts: int = 8
+    unconfirmed_after_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class IdempotencySettings:
+    # How long a request in flight holds its key: longer than the Twilio deadline, so that only a
+    # request that died (a killed process) ever lets a retry take its key over.
+    lease_s: float = 60.0
+    retention_s: float = 86400.0
+    # How often unconfirmed rows are swept and old keys purged.
+    sweep_interval_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,7 @@ class Config:
     twilio: TwilioSettings = TwilioSettings()
     calls: CallSettings = CallSettings()
     messages: MessageSettings = MessageSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
     prices: PriceSettings = PriceSettings()
     voice: VoiceSettings = VoiceSettings()
     crypto: CryptoSettings = CryptoSettings()

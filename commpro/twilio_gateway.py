@@ -63,6 +63,16 @@ class TwilioError(AppError):
             self.code = code
 
 
+class TwilioUnanswered(GatewayTimeout):
+    """The request may have reached Twilio, and no answer says what Twilio did with it: the
+    deadline passed, the connection dropped after the request was sent, or Twilio answered 5xx.
+    For a create this is not a failure: the resource may exist (see calls/service.py)."""
+
+    def __init__(self, message: str, status: int = 504, code: str = "upstream_timeout"):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
 def map_twilio_error(exc: TwilioRestException, operation: str) -> AppError:
     code = exc.code
     if code in ACCOUNT_CODES:
@@ -76,7 +86,7 @@ def map_twilio_error(exc: TwilioRestException, operation: str) -> AppError:
         # Our credentials are wrong: the caller can do nothing about it.
         return BadGateway("Twilio refused our credentials", details={"twilioCode": code})
     if exc.status >= 500:
-        return BadGateway("Twilio answered with an error", details={"twilioCode": code})
+        return TwilioUnanswered("Twilio answered with an error", status=502, code="upstream_error")
     # Twilio's own message is safe to pass on: it names the problem, not our secrets.
     return TwilioError(code, str(exc.msg or "Twilio refused the request"))
 
@@ -115,15 +125,21 @@ class TwilioGateway:
         except TimeoutError:
             outcome = "timeout"
             log.warning("twilio_timeout", operation=operation, timeout_s=self.timeout_s)
-            raise GatewayTimeout(f"Twilio did not answer within {self.timeout_s:g}s") from None
+            raise TwilioUnanswered(f"Twilio did not answer within {self.timeout_s:g}s") from None
         except TwilioRestException as exc:
             outcome = f"http_{exc.status}"
             log.info("twilio_error", operation=operation, status=exc.status, twilio_code=exc.code)
             raise map_twilio_error(exc, operation) from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except aiohttp.ClientConnectorError as exc:
+            # Refused before a byte was sent: Twilio did nothing.
             outcome = "unreachable"
             log.warning("twilio_unreachable", operation=operation, error=type(exc).__name__)
             raise ServiceUnavailable("Twilio is unreachable") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            # Dropped after the request may have been read.
+            outcome = "dropped"
+            log.warning("twilio_dropped", operation=operation, error=type(exc).__name__)
+            raise TwilioUnanswered("Twilio dropped the connection", status=503, code="unavailable") from None
         finally:
             if self.metrics is not None:
                 self.metrics.twilio.labels(operation, outcome).observe(time.perf_counter() - started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
@@ -11,17 +12,9 @@ from twilio.jwt.access_token.grants import VoiceGrant
 
 from commpro.appkeys import config_key, pool_key, twilio_key
 from commpro.auth import user_id
-from commpro.calls import store, twiml
-from commpro.errors import (
-    AppError,
-    Conflict,
-    Forbidden,
-    NotFound,
-    ServiceUnavailable,
-    Unprocessable,
-)
-from commpro.events import store as events
-from commpro.guards import idempotent, rate_limit
+from commpro.calls import service, store
+from commpro.errors import Conflict, NotFound, ServiceUnavailable
+from commpro.guards import Bind, idempotent
 from commpro.numbers import store as numbers
 from commpro.validation import Fields, decode_cursor, iso, json_body, next_cursor, parse_uuid
 
@@ -56,49 +49,21 @@ def call_json(row: asyncpg.Record) -> dict[str, Any]:
 
 @routes.post("/api/calls/initiate", name="initiate_call")
 async def initiate_call(request: web.Request) -> web.Response:
+    """201 with the call's SID once Twilio placed it; 202 `unconfirmed` when Twilio's answer
+    never came (the call may still exist: its webhooks will tell)."""
     body = await json_body(request)
     fields = Fields(body, allowed=("from", "to"))
     from_number, to_number = fields.e164("from"), fields.e164("to")
     fields.check()
-    config = request.config_dict[config_key]
-    pool = request.config_dict[pool_key]
-    user = user_id(request)
+    state, user = request.config_dict, user_id(request)
 
-    async def create() -> tuple[int, dict[str, Any]]:
-        async with pool.acquire() as conn:
-            number = await numbers.get_owned_number(conn, user, from_number)
-        if number is None:
-            raise Forbidden("'from' is not one of your numbers", details={"from": "not yours"})
-        # The user's phone rings first, or else the app; the destination is dialled on answer.
-        first_leg = number["forward_to"] or (f"client:{number['identity']}" if number["identity"] else None)
-        if first_leg is None:
-            raise Unprocessable("This number has neither a forward-to phone nor an app identity to ring first")
-        await rate_limit(request, "calls.initiate", config.calls.rate_per_minute)
-        async with pool.acquire() as conn, conn.transaction():
-            call = await store.insert_outbound_call(conn, user, number["id"], from_number, to_number)
-            await events.publish(conn, user, "call.created",
-                                 {"callId": str(call["id"]), "direction": "outbound", "status": "initiated"})
-        gateway = request.config_dict[twilio_key]
-        try:
-            created = await gateway.call("calls.create", lambda: gateway.client.calls.create_async(
-                to=first_leg,
-                from_=from_number,
-                url=twiml.webhook_url(config, "/webhook/voice/outbound", callId=call["id"]),
-                method="POST",
-                status_callback=twiml.webhook_url(config, "/webhook/voice/status", callId=call["id"], leg="user"),
-                status_callback_event=twiml.ALL_EVENTS.split(),
-                status_callback_method="POST",
-                timeout=number["ring_timeout_s"],
-            ))
-        except AppError as exc:
-            async with pool.acquire() as conn:
-                await store.fail_call(conn, call["id"], getattr(exc, "twilio_code", None), exc.message)
-            raise
-        async with pool.acquire() as conn:
-            await store.set_call_sid(conn, call["id"], created.sid)
-        return 201, {"callId": str(call["id"]), "status": "initiated", "sid": created.sid}
+    async def create(bind: Bind) -> tuple[int, dict[str, Any]]:
+        return (await service.place_call(state, user, from_number, to_number, bind)).answer()
 
-    return await idempotent(request, "calls.initiate", body, create)
+    async def replay(call_id: uuid.UUID) -> tuple[int, dict[str, Any]]:
+        return (await service.reconcile_call(state, user, call_id)).answer()
+
+    return await idempotent(request, "calls.initiate", body, create, replay)
 
 
 @routes.get("/api/calls", name="list_calls")

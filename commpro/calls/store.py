@@ -14,10 +14,12 @@ from decimal import Decimal
 import asyncpg
 
 STATUS_RANK = {
-    "queued": 0, "initiated": 0, "ringing": 1, "in-progress": 2,
+    "unconfirmed": 0, "queued": 0, "initiated": 0, "ringing": 1, "in-progress": 2,
     "completed": 3, "busy": 3, "no-answer": 3, "failed": 3, "canceled": 3,
 }
 TERMINAL_RANK = 3
+# Why the sweep ended a call Twilio never confirmed; a later webhook that proves it exists revives it.
+NEVER_CONFIRMED = "never confirmed by Twilio"
 
 CALL_COLUMNS = """
 id, user_id, sid, dial_sid, direction, from_number, to_number, status, created_at, answered_at,
@@ -76,6 +78,57 @@ SET_CALL_SID = "UPDATE calls SET sid = $2, updated_at = now() WHERE id = $1 AND 
 
 async def set_call_sid(conn: asyncpg.Connection, call_id: uuid.UUID, sid: str) -> None:
     await conn.execute(SET_CALL_SID, call_id, sid)
+
+
+# A webhook that carries our callId proves Twilio placed the call: the row takes its SID, and a
+# row that was unconfirmed, or that the sweep ended as never confirmed, is initiated again.
+ADOPT_CALL_SID = """
+UPDATE calls c SET sid = $2,
+    status = CASE WHEN c.status = 'unconfirmed' OR c.status_rank = 3 THEN 'initiated' ELSE c.status END,
+    status_rank = CASE WHEN c.status_rank = 3 THEN 0 ELSE c.status_rank END,
+    ended_at = CASE WHEN c.status_rank = 3 THEN NULL ELSE c.ended_at END,
+    duration_s = CASE WHEN c.status_rank = 3 THEN NULL ELSE c.duration_s END,
+    error_message = CASE WHEN c.status_rank = 3 THEN NULL ELSE c.error_message END,
+    price_state = 'pending', updated_at = now()
+FROM (SELECT id, status FROM calls WHERE id = $1 FOR UPDATE) old
+WHERE c.id = old.id AND c.sid IS NULL AND (c.status_rank < 3 OR c.error_message = $3)
+RETURNING old.status AS old_status
+"""
+
+
+async def adopt_call_sid(conn: asyncpg.Connection, call_id: uuid.UUID, sid: str) -> bool:
+    """Give an API-placed call the SID a webhook brought. True when that confirmed a call that
+    stood as unconfirmed, or as failed by the sweep: it is initiated again."""
+    old = await conn.fetchval(ADOPT_CALL_SID, call_id, sid, NEVER_CONFIRMED)
+    return old is not None and old != "initiated"
+
+
+MARK_UNCONFIRMED = """
+UPDATE calls SET status = 'unconfirmed', updated_at = now()
+WHERE id = $1 AND sid IS NULL AND status = 'initiated'
+"""
+
+
+async def mark_unconfirmed(conn: asyncpg.Connection, call_id: uuid.UUID) -> bool:
+    """Twilio's answer to the create never came: True when the row now says so."""
+    return await conn.execute(MARK_UNCONFIRMED, call_id) == "UPDATE 1"
+
+
+SWEEP_UNCONFIRMED = """
+UPDATE calls SET status = 'failed', status_rank = 3, error_message = $2, ended_at = now(), duration_s = 0,
+       price_state = 'done', updated_at = now()
+WHERE id IN (
+    SELECT id FROM calls
+    WHERE sid IS NULL AND status_rank < 3 AND direction = 'outbound' AND created_at < $1
+    ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED
+)
+RETURNING id, user_id
+"""
+
+
+async def sweep_unconfirmed(conn: asyncpg.Connection, before: datetime, limit: int) -> list[asyncpg.Record]:
+    """End the API-placed calls that no webhook confirmed since before `before`."""
+    return await conn.fetch(SWEEP_UNCONFIRMED, before, NEVER_CONFIRMED, limit)
 
 
 SET_DIAL_SID = "UPDATE calls SET dial_sid = $2, updated_at = now() WHERE id = $1 AND dial_sid IS NULL"

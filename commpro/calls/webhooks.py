@@ -68,7 +68,7 @@ async def outbound_bridge(request: web.Request) -> web.Response:
             if call is None or call["direction"] != "outbound":
                 log.warning("bridge_for_unknown_call", call_id=str(call_id), call_sid=form["CallSid"])
                 return twiml_response(twiml.hangup())
-            await store.set_call_sid(conn, call_id, form["CallSid"])
+            await _adopt(conn, call, form["CallSid"])
             return twiml_response(twiml.bridge(config, call_id, call["from_number"], call["to_number"]))
         return twiml_response(await _app_call(conn, config, form))
 
@@ -87,6 +87,18 @@ async def _app_call(conn, config, form) -> object:
         return twiml.refuse(config, "Vous ne pouvez pas appeler depuis ce numéro.")
     call_id = await store.insert_app_call(conn, chosen["user_id"], chosen["id"], form["CallSid"], chosen["e164"], to)
     return twiml.bridge(config, call_id, chosen["e164"], to)
+
+
+async def _adopt(conn, call, sid: str) -> bool:
+    """A webhook with our callId proves Twilio placed the call: it takes the SID, and one that
+    stood unconfirmed (or failed by the sweep) is initiated again. True when it was revived."""
+    if call["sid"] is not None or call["direction"] != "outbound":
+        return False
+    revived = await store.adopt_call_sid(conn, call["id"], sid)
+    if revived:
+        log.info("call_confirmed_by_webhook", call_id=str(call["id"]), call_sid=sid)
+        await events.publish(conn, call["user_id"], "call.status", {"callId": str(call["id"]), "status": "initiated"})
+    return revived
 
 
 @routes.post("/webhook/voice/completed", name="webhook_voice_completed")
@@ -144,13 +156,17 @@ async def status_callback(request: web.Request) -> web.Response:
                 await events.publish(conn, call["user_id"], "call.status", {"callId": str(call["id"]), "status": status})
 
         if leg == "dial":
+            if form.get("ParentCallSid"):
+                # The user's leg placed this one: whatever became of the create, it exists.
+                await _adopt(conn, call, form["ParentCallSid"])
             await store.set_dial_sid(conn, call["id"], form["CallSid"])
             if call["direction"] == "outbound":
                 await advance(answers=True)
             elif status == "in-progress":
                 await store.set_answered(conn, call["id"])
         elif leg == "user":
-            await store.set_call_sid(conn, call["id"], form["CallSid"])
+            if await _adopt(conn, call, form["CallSid"]):
+                call = await store.find_webhook_call(conn, call["id"], None)
             # Once the destination is dialled, its leg decides; before, a first leg that ends
             # (the user did not answer, or hung up) ends the call.
             if store.STATUS_RANK[status] == store.TERMINAL_RANK and call["dial_sid"] is None:

@@ -1,5 +1,13 @@
 """SQL for the event log. publish() runs in the caller's transaction: the event exists, and is
-announced, exactly when the change it describes is committed."""
+announced, exactly when the change it describes is committed.
+
+Each user's events carry a number from that user's counter (event_streams), taken with a row
+lock that the publishing transaction holds until it ends. A second transaction publishing for
+the same user waits for the first to commit or roll back, so a user's events commit, and are
+notified, in the order of their numbers: a stream that has sent number n knows that n + 1 is the
+next one to come, and ?since=n replays exactly what followed. A rolled-back transaction gives
+its number back with the lock.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +15,56 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 CHANNEL = "commpro_events"
+# An event's time as the stream sends it, live or replayed alike.
+AT = """to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
 
-INSERT_EVENT = """
-INSERT INTO events (user_id, type, payload) VALUES ($1, $2, $3)
-RETURNING id, created_at
+# The counter, then the event, then NOTIFY (delivered at commit, and not at all on rollback), in
+# one round trip. Publish last in a transaction: the user's lock is held from here to the end.
+PUBLISH = f"""
+WITH stream AS (
+    INSERT INTO event_streams AS s (user_id, last_seq) VALUES ($1, 1)
+    ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + 1
+    RETURNING last_seq
+), event AS (
+    INSERT INTO events (user_id, seq, type, payload)
+    SELECT $1, last_seq, $2, $3 FROM stream
+    RETURNING seq, created_at
+)
+SELECT seq, pg_notify($4, json_build_object(
+    'id', seq, 'user', $1::text, 'type', $2::text, 'data', $3::jsonb, 'at', {AT})::text)
+FROM event
 """
-# NOTIFY is delivered at commit, and not at all on rollback.
-NOTIFY = "SELECT pg_notify($1, $2)"
 
 
 async def publish(conn: asyncpg.Connection, user_id: str, type_: str, payload: dict[str, Any]) -> int:
-    row = await conn.fetchrow(INSERT_EVENT, user_id, type_, payload)
-    event = {"id": row["id"], "user": user_id, "type": type_, "data": payload,
-             "at": row["created_at"].isoformat()}
-    await conn.execute(NOTIFY, CHANNEL, orjson.dumps(event).decode())
-    return row["id"]
+    """Record and announce one event of `user_id`; its number in the user's sequence."""
+    row = await conn.fetchrow(PUBLISH, user_id, type_, payload, CHANNEL)
+    return row["seq"]
 
 
-EVENTS_SINCE = """
-SELECT id, user_id, type, payload, created_at FROM events
-WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3
+EVENTS_SINCE = f"""
+SELECT seq AS id, user_id, type, payload, {AT} AS at FROM events
+WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
 """
 
 
 async def events_since(conn: asyncpg.Connection, user_id: str, after_id: int, limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(EVENTS_SINCE, user_id, after_id, limit)
+
+
+EVENTS_BETWEEN = f"""
+SELECT seq AS id, user_id, type, payload, {AT} AS at FROM events
+WHERE user_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq
+"""
+
+
+async def events_between(conn: asyncpg.Connection, user_id: str, after_id: int,
+                         before_id: int) -> list[asyncpg.Record]:
+    """The events strictly between two numbers: what a stream missed, should a notification
+    ever be lost."""
+    return await conn.fetch(EVENTS_BETWEEN, user_id, after_id, before_id)
 
 
 DELETE_OLD = "DELETE FROM events WHERE created_at < $1"

@@ -3,70 +3,142 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import orjson
+import structlog
 from aiohttp import web
 
-from commpro.appkeys import pool_key
+from commpro.appkeys import config_key, pool_key
 from commpro.auth import user_id
+from commpro.background import periodic
 from commpro.errors import AppError, Conflict, TooManyRequests, Unprocessable, ValidationError, rebuild_error
 from commpro.guards import store
 
+log = structlog.get_logger("commpro.guards")
 MAX_KEY_LENGTH = 255
+PURGE_BATCH = 1000
 # Refusals that a later retry may not meet (limit, account funds): not remembered for the key.
 RETRYABLE = frozenset({402, 429})
+REPLAYED = {"Idempotent-Replayed": "true"}
 
 
-async def rate_limit(request: web.Request, name: str, per_minute: int) -> None:
-    """Spend one of the caller's `per_minute` tokens for `name`, or raise 429 with Retry-After."""
-    async with request.config_dict[pool_key].acquire() as conn:
-        wait_s = await store.spend_token(conn, user_id(request), name, per_minute)
+async def spend(pool: asyncpg.Pool, user: str, name: str, per_minute: int) -> None:
+    """Spend one of `user`'s `per_minute` tokens for `name`, or raise 429 with Retry-After."""
+    async with pool.acquire() as conn:
+        wait_s = await store.spend_token(conn, user, name, per_minute)
     if wait_s:
         raise TooManyRequests(wait_s, f"Limit of {per_minute} per minute reached")
 
 
-async def idempotent(request: web.Request, scope: str, body: dict[str, Any],
-                     create: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]) -> web.Response:
-    """Run `create` once per Idempotency-Key: the same key and body get the first response again,
-    the same key with another body is refused (422), a key still in flight is a 409."""
+async def rate_limit(request: web.Request, name: str, per_minute: int) -> None:
+    """spend() for the caller of `request`."""
+    await spend(request.config_dict[pool_key], user_id(request), name, per_minute)
+
+
+Bind = Callable[[asyncpg.Connection, uuid.UUID], Awaitable[None]]
+# What a create returns: 201 (done, the answer is final) or 202 (Twilio's answer never came:
+# retries answer the row as it then stands, never the 202 again).
+Create = Callable[[Bind], Awaitable[tuple[int, dict[str, Any]]]]
+Replay = Callable[[uuid.UUID], Awaitable[tuple[int, dict[str, Any]]]]
+UNCONFIRMED = 202
+
+
+async def _no_key(_conn: asyncpg.Connection, _resource_id: uuid.UUID) -> None:
+    pass
+
+
+async def idempotent(request: web.Request, scope: str, body: dict[str, Any], create: Create,
+                     replay: Replay) -> web.Response:
+    """Run `create` once per Idempotency-Key.
+
+    `create(bind)` calls `bind(conn, id)` in the transaction that inserts its row, before asking
+    Twilio. The same key and body then get: the first answer again when it was final; the bound
+    row as it stands (`replay(id)`) when Twilio's answer never came or the first request died
+    after binding; a 409 while the first request is in flight (its lease); a fresh run when the
+    first died before binding. The same key with another body is refused (422). A retry never
+    reaches Twilio a second time for a bound row.
+    """
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        status, payload = await create()
+        status, payload = await create(_no_key)
         return web.json_response(payload, status=status)
     if not key or len(key) > MAX_KEY_LENGTH:
         raise ValidationError(details={"Idempotency-Key": f"1 to {MAX_KEY_LENGTH} characters"})
     user = user_id(request)
     digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
     pool = request.config_dict[pool_key]
+    settings = request.config_dict[config_key].idempotency
     async with pool.acquire() as conn:
-        existing = await store.claim_idempotency_key(conn, user, scope, key, digest)
-    if existing is not None:
-        if existing["request_hash"] != digest:
-            raise Unprocessable("This Idempotency-Key was used with another request")
-        if existing["response"] is None:
-            raise Conflict("A request with this Idempotency-Key is still in progress")
-        if existing["status_code"] >= 400:
-            raise rebuild_error(existing["status_code"], existing["response"])
-        return web.json_response(existing["response"], status=existing["status_code"],
-                                 headers={"Idempotent-Replayed": "true"})
+        row = await store.claim_idempotency_key(conn, user, scope, key, digest, settings.lease_s)
+    if not row["owner"]:
+        return await _answer_existing(row, digest, replay)
+    bound = False
+
+    async def bind(conn: asyncpg.Connection, resource_id: uuid.UUID) -> None:
+        nonlocal bound
+        await store.bind_idempotency_key(conn, user, scope, key, resource_id)
+        bound = True
+
     try:
-        status, payload = await create()
+        status, payload = await create(bind)
     except AppError as exc:
         if exc.status >= 500 or exc.status in RETRYABLE:
-            # Worth retrying with the same key later: forget it.
+            # Worth retrying with the same key later, and nothing reached Twilio (an unknown
+            # outcome is a 202, never an error): forget it, row and all.
             async with pool.acquire() as conn:
-                await store.release_idempotency_key(conn, user, scope, key)
+                await store.release_idempotency_key(conn, user, scope, key, bound_too=True)
             raise
         error = {"code": exc.code, "message": exc.message, "details": exc.details}
         async with pool.acquire() as conn:
             await store.store_idempotent_response(conn, user, scope, key, exc.status, error)
         raise
     except BaseException:
-        async with pool.acquire() as conn:
-            await store.release_idempotency_key(conn, user, scope, key)
+        # Cancelled mid-way: a bound row may have reached Twilio, so its key stays, and a retry
+        # answers the row once the lease lapses. An unbound one is forgotten.
+        if not bound:
+            async with pool.acquire() as conn:
+                await store.release_idempotency_key(conn, user, scope, key)
         raise
     async with pool.acquire() as conn:
-        await store.store_idempotent_response(conn, user, scope, key, status, payload)
+        await store.store_idempotent_response(conn, user, scope, key, status,
+                                              None if status == UNCONFIRMED else payload)
     return web.json_response(payload, status=status)
+
+
+async def _answer_existing(row: asyncpg.Record, digest: str, replay: Replay) -> web.Response:
+    if row["request_hash"] != digest:
+        raise Unprocessable("This Idempotency-Key was used with another request")
+    if row["response"] is not None:
+        if row["status_code"] >= 400:
+            raise rebuild_error(row["status_code"], row["response"])
+        return web.json_response(row["response"], status=row["status_code"], headers=REPLAYED)
+    if row["in_flight"] or row["resource_id"] is None:
+        raise Conflict("A request with this Idempotency-Key is still in progress")
+    # Twilio's answer never came, or the request died after binding its row: the row says.
+    status, payload = await replay(row["resource_id"])
+    return web.json_response(payload, status=status, headers=REPLAYED)
+
+
+async def purge_old_keys(state: Mapping, now: datetime | None = None) -> int:
+    """Forget the keys older than idempotency.retention_s (never one in flight)."""
+    settings = state[config_key].idempotency
+    before = (now or datetime.now(UTC)) - timedelta(seconds=settings.retention_s)
+    purged = 0
+    async with state[pool_key].acquire() as conn:
+        while (batch := await store.purge_idempotency_keys(conn, before, PURGE_BATCH)) > 0:
+            purged += batch
+    if purged:
+        log.info("idempotency_keys_purged", purged=purged)
+    return purged
+
+
+def key_retention_job(interval_s: float):
+    async def job(app: web.Application) -> None:
+        await purge_old_keys(app)
+
+    return periodic("idempotency-retention", interval_s, job)

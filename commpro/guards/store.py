@@ -3,46 +3,89 @@
 from __future__ import annotations
 
 import math
+import uuid
+from datetime import datetime
 
 import asyncpg
 
+# One statement claims a key: a new key, or one whose request died (its lease lapsed before it
+# bound a row or gave an answer), now belongs to this request (`owner`). Otherwise the row as it
+# stands says what to answer. The second branch reads a row the first did not take; in the rare
+# race where a concurrent claim committed after this statement's snapshot, it finds nothing and
+# the caller claims again.
 CLAIM_KEY = """
-INSERT INTO idempotency_keys (user_id, scope, key, request_hash)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT DO NOTHING
-"""
-SELECT_KEY = """
-SELECT request_hash, status_code, response FROM idempotency_keys
-WHERE user_id = $1 AND scope = $2 AND key = $3
+WITH claim AS (
+    INSERT INTO idempotency_keys AS k (user_id, scope, key, request_hash, locked_until)
+    VALUES ($1, $2, $3, $4, clock_timestamp() + make_interval(secs => $5))
+    ON CONFLICT (user_id, scope, key) DO UPDATE SET locked_until = excluded.locked_until
+    WHERE k.response IS NULL AND k.resource_id IS NULL AND k.locked_until < clock_timestamp()
+      AND k.request_hash = excluded.request_hash
+    RETURNING k.request_hash, k.status_code, k.response, k.resource_id, false AS in_flight, true AS owner
+)
+SELECT * FROM claim
+UNION ALL
+SELECT request_hash, status_code, response, resource_id,
+       coalesce(locked_until > clock_timestamp(), false) AS in_flight, false AS owner
+FROM idempotency_keys
+WHERE user_id = $1 AND scope = $2 AND key = $3 AND NOT EXISTS (SELECT 1 FROM claim)
 """
 
 
 async def claim_idempotency_key(conn: asyncpg.Connection, user_id: str, scope: str, key: str,
-                                request_hash: str) -> asyncpg.Record | None:
-    """None when this request now owns the key; else the row of the request that owns it."""
-    status = await conn.execute(CLAIM_KEY, user_id, scope, key, request_hash)
-    if status == "INSERT 0 1":
-        return None
-    return await conn.fetchrow(SELECT_KEY, user_id, scope, key)
+                                request_hash: str, lease_s: float) -> asyncpg.Record:
+    """The key's row: `owner` when this request now runs it, else what it holds."""
+    while True:
+        row = await conn.fetchrow(CLAIM_KEY, user_id, scope, key, request_hash, lease_s)
+        if row is not None:
+            return row
+
+
+BIND_KEY = "UPDATE idempotency_keys SET resource_id = $4 WHERE user_id = $1 AND scope = $2 AND key = $3"
+
+
+async def bind_idempotency_key(conn: asyncpg.Connection, user_id: str, scope: str, key: str,
+                               resource_id: uuid.UUID) -> None:
+    """In the transaction that inserts the row: from its commit on, retries answer that row."""
+    await conn.execute(BIND_KEY, user_id, scope, key, resource_id)
 
 
 STORE_RESPONSE = """
-UPDATE idempotency_keys SET status_code = $4, response = $5
+UPDATE idempotency_keys SET status_code = $4, response = $5, locked_until = NULL
 WHERE user_id = $1 AND scope = $2 AND key = $3
 """
 
 
 async def store_idempotent_response(conn: asyncpg.Connection, user_id: str, scope: str, key: str,
-                                    status_code: int, response: dict) -> None:
+                                    status_code: int, response: dict | None) -> None:
+    """The request is over. With no `response`, retries answer the bound row as it stands."""
     await conn.execute(STORE_RESPONSE, user_id, scope, key, status_code, response)
 
 
-RELEASE_KEY = "DELETE FROM idempotency_keys WHERE user_id = $1 AND scope = $2 AND key = $3 AND response IS NULL"
+RELEASE_KEY = """
+DELETE FROM idempotency_keys
+WHERE user_id = $1 AND scope = $2 AND key = $3 AND response IS NULL AND (resource_id IS NULL OR $4)
+"""
 
 
-async def release_idempotency_key(conn: asyncpg.Connection, user_id: str, scope: str, key: str) -> None:
-    """Forget a claim whose request failed in a way worth retrying."""
-    await conn.execute(RELEASE_KEY, user_id, scope, key)
+async def release_idempotency_key(conn: asyncpg.Connection, user_id: str, scope: str, key: str,
+                                  bound_too: bool = False) -> None:
+    """Forget a claim whose request failed in a way worth retrying afresh. A key bound to a row
+    is kept unless `bound_too` (the row is known to have gone nowhere)."""
+    await conn.execute(RELEASE_KEY, user_id, scope, key, bound_too)
+
+
+# Purged in batches, never a key whose request is still in flight.
+PURGE_KEYS = """
+DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM idempotency_keys
+    WHERE created_at < $1 AND (locked_until IS NULL OR locked_until < clock_timestamp())
+    LIMIT $2))
+"""
+
+
+async def purge_idempotency_keys(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
+    result = await conn.execute(PURGE_KEYS, before, limit)
+    return int(result.split()[-1])
 
 
 # Refill since the last spend, capped at the capacity, then spend one token if one is there.

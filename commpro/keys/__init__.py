@@ -86,7 +86,8 @@ class KeyRing:
 
     async def data_key(self, conn: asyncpg.Connection, user_id: str, *, create: bool) -> DataKey:
         """The user's data key; a new one when `create` and there is none (or it was shredded).
-        Raises KeyShredded when there is none to read with."""
+        Raises KeyShredded when there is none to read with. Only keys read from committed rows
+        are cached."""
         cached = self._cache.get(user_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
@@ -97,6 +98,11 @@ class KeyRing:
         if row is None or row["wrapped_key"] is None:
             raise KeyShredded(user_id)
         key = DataKey(self.unwrap(user_id, row["wrapped_key"], row["master_key_id"]), row["created_at"])
+        if row["uncommitted"]:
+            # Created (or re-created) by the caller's transaction: should it roll back, a cached
+            # copy would seal content under a key that exists in no row, unreadable for ever.
+            # The next call reads it again, committed.
+            return key
         if len(self._cache) >= self._max:
             self._cache.pop(next(iter(self._cache)))
         self._cache[user_id] = (time.monotonic() + self._ttl_s, key)

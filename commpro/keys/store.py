@@ -6,7 +6,14 @@ from datetime import datetime
 
 import asyncpg
 
-SELECT_KEY = "SELECT wrapped_key, master_key_id, created_at, shredded_at FROM user_keys WHERE user_id = $1"
+# `uncommitted`: the row was written by the caller's own transaction, which may still roll back.
+# (xmin is the 32-bit id of the writing transaction; the current one's, when it has one, is the
+# low 32 bits of txid_current_if_assigned().)
+SELECT_KEY = """
+SELECT wrapped_key, master_key_id, created_at, shredded_at,
+       coalesce(xmin::text::bigint = txid_current_if_assigned() % 4294967296, false) AS uncommitted
+FROM user_keys WHERE user_id = $1
+"""
 
 
 async def get_user_key(conn: asyncpg.Connection, user_id: str) -> asyncpg.Record | None:

@@ -10,33 +10,25 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from commpro.appkeys import config_key, keyring_key, pool_key, twilio_key
+from commpro.appkeys import config_key, keyring_key, pool_key
 from commpro.auth import user_id
-from commpro.calls.twiml import webhook_url
 from commpro.errors import (
-    AppError,
     BadRequest,
-    Conflict,
-    Forbidden,
     NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationError,
 )
-from commpro.guards import idempotent, rate_limit
+from commpro.guards import Bind, Create, Replay, idempotent
 from commpro.keys import DataKey
-from commpro.messages import store
-from commpro.messages.content import open_content, reading_key, seal
-from commpro.messages.media import media_response, signed_media_url, sniff
-from commpro.messages.sms import encoding_and_segments
-from commpro.numbers import store as numbers
-from commpro.twilio_gateway import TwilioError
+from commpro.messages import service, store
+from commpro.messages.content import open_content, reading_key
+from commpro.messages.media import media_response, sniff
 from commpro.validation import Fields, decode_cursor, iso, json_body, next_cursor, parse_uuid
 
 routes = web.RouteTableDef()
 MAX_BODY = 1600
 MAX_MEDIA = 10
-OPTED_OUT_CODE = 21610
 
 
 def message_json(row: asyncpg.Record, key: DataKey | None, media: list[dict[str, Any]]) -> dict[str, Any]:
@@ -71,52 +63,19 @@ def media_json(row: asyncpg.Record, key: DataKey | None) -> dict[str, Any]:
 # -- sending -----------------------------------------------------------------------------------
 
 
-async def _send(request: web.Request, from_number: str, to_number: str, body: str,
-                uploads: list[tuple[bytes, str]], links: list[str]) -> tuple[int, dict[str, Any]]:
-    """Validate, encrypt, insert with the conversation in one transaction, then ask Twilio."""
-    config, pool, keyring = request.config_dict[config_key], request.config_dict[pool_key], request.config_dict[keyring_key]
-    user = user_id(request)
-    async with pool.acquire() as conn:
-        number = await numbers.get_owned_number(conn, user, from_number)
-    if number is None:
-        raise Forbidden("'from' is not one of your numbers", details={"from": "not yours"})
-    await rate_limit(request, "messages.send", config.messages.rate_per_minute)
-    encoding, segments = encoding_and_segments(body)
-    message_id = uuid.uuid4()
-    media_ids = [uuid.uuid4() for _ in uploads]
-    async with pool.acquire() as conn, conn.transaction():
-        contact = await store.upsert_contact(conn, user, to_number)
-        if contact["opted_out"]:
-            raise Conflict("The recipient has opted out (STOP): they must text START first")
-        key = await keyring.data_key(conn, user, create=True)
-        sealed = seal(key, "body", user, message_id, body.encode()) if body else None
-        await store.insert_outbound(conn, message_id, user, contact["id"], number["id"], from_number, to_number,
-                                    sealed, segments, encoding, len(uploads) + len(links))
-        for position, (media_id, (data, content_type)) in enumerate(zip(media_ids, uploads, strict=True)):
-            await store.insert_media(conn, media_id, message_id, user, content_type, len(data),
-                                     seal(key, "media", user, media_id, data), is_link=False, position=position)
-        for position, link in enumerate(links):
-            link_id = uuid.uuid4()
-            await store.insert_media(conn, link_id, message_id, user, None, None,
-                                     seal(key, "media", user, link_id, link.encode()), is_link=True, position=position)
-    gateway = request.config_dict[twilio_key]
-    media_urls = links + [signed_media_url(config, media_id) for media_id in media_ids]
-    try:
-        created = await gateway.call("messages.create", lambda: gateway.client.messages.create_async(
-            to=to_number, from_=from_number, body=body or None, media_url=media_urls or None,
-            status_callback=webhook_url(config, "/webhook/status", messageId=message_id),
-        ))
-    except AppError as exc:
-        code = exc.twilio_code if isinstance(exc, TwilioError) else None
-        async with pool.acquire() as conn, conn.transaction():
-            await store.fail_message(conn, message_id, code)
-            if code == OPTED_OUT_CODE:
-                await store.set_opt_out(conn, user, to_number, True)
-        raise
-    async with pool.acquire() as conn:
-        await store.set_message_sid(conn, message_id, created.sid)
-    return 201, {"messageId": str(message_id), "status": "queued", "sid": created.sid,
-                 "segments": segments, "encoding": encoding}
+def _sender(request: web.Request, from_number: str, to_number: str, body: str,
+            uploads: list[tuple[bytes, str]], links: list[str]) -> tuple[Create, Replay]:
+    """The create and replay that idempotent() runs for one send request."""
+    state, user = request.config_dict, user_id(request)
+
+    async def create(bind: Bind) -> tuple[int, dict[str, Any]]:
+        return (await service.send_message(state, user, from_number, to_number, body, uploads, links,
+                                           bind)).answer()
+
+    async def replay(message_id: uuid.UUID) -> tuple[int, dict[str, Any]]:
+        return (await service.reconcile_message(state, user, message_id)).answer()
+
+    return create, replay
 
 
 @routes.post("/api/messages/send", name="send_message")
@@ -126,8 +85,7 @@ async def send_message(request: web.Request) -> web.Response:
     from_number, to_number = fields.e164("from"), fields.e164("to")
     text = fields.string("body", min_len=1, max_len=MAX_BODY)
     fields.check()
-    return await idempotent(request, "messages.send", body,
-                            lambda: _send(request, from_number, to_number, text, [], []))
+    return await idempotent(request, "messages.send", body, *_sender(request, from_number, to_number, text, [], []))
 
 
 @routes.post("/api/messages/send-mms", name="send_mms")
@@ -150,7 +108,7 @@ async def send_mms(request: web.Request) -> web.Response:
         fields.errors["mediaUrls"] = f"must be a list of 1 to {MAX_MEDIA} https URLs"
     fields.check()
     return await idempotent(request, "messages.send-mms", identity,
-                            lambda: _send(request, from_number, to_number, text, uploads, links or []))
+                            *_sender(request, from_number, to_number, text, uploads, links or []))
 
 
 async def _read_multipart(request: web.Request) -> tuple[dict[str, str], list[tuple[bytes, str]]]:

@@ -15,10 +15,12 @@ from decimal import Decimal
 import asyncpg
 
 STATUS_RANK = {
-    "accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2,
+    "unconfirmed": 0, "accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2,
     "delivered": 3, "undelivered": 3, "failed": 3, "received": 3, "read": 3, "canceled": 3,
 }
 TERMINAL_RANK = 3
+# Why the sweep ended a message Twilio never confirmed; a later status callback revives it.
+NEVER_CONFIRMED = "never confirmed by Twilio"
 
 # -- contacts ----------------------------------------------------------------------------------
 
@@ -117,6 +119,59 @@ SET_MESSAGE_SID = "UPDATE messages SET sid = $2, updated_at = now() WHERE id = $
 
 async def set_message_sid(conn: asyncpg.Connection, message_id: uuid.UUID, sid: str) -> None:
     await conn.execute(SET_MESSAGE_SID, message_id, sid)
+
+
+# A status callback with our messageId proves Twilio took the message: it takes the SID, and one
+# that was unconfirmed, or that the sweep ended as never confirmed, is queued again.
+ADOPT_MESSAGE_SID = """
+UPDATE messages m SET sid = $2,
+    status = CASE WHEN m.status = 'unconfirmed' OR m.status_rank = 3 THEN 'queued' ELSE m.status END,
+    status_rank = CASE WHEN m.status_rank = 3 THEN 0 ELSE m.status_rank END,
+    error_message = CASE WHEN m.status_rank = 3 THEN NULL ELSE m.error_message END,
+    price_state = 'pending', updated_at = now()
+FROM (SELECT id, status FROM messages WHERE id = $1 FOR UPDATE) old
+WHERE m.id = old.id AND m.sid IS NULL AND (m.status_rank < 3 OR m.error_message = $3)
+RETURNING old.status AS old_status
+"""
+
+
+async def adopt_message_sid(conn: asyncpg.Connection, message_id: uuid.UUID, sid: str) -> bool:
+    """True when that confirmed a message that stood unconfirmed or failed by the sweep."""
+    old = await conn.fetchval(ADOPT_MESSAGE_SID, message_id, sid, NEVER_CONFIRMED)
+    return old is not None and old != "queued"
+
+
+MARK_UNCONFIRMED = """
+UPDATE messages SET status = 'unconfirmed', updated_at = now()
+WHERE id = $1 AND sid IS NULL AND status = 'queued'
+"""
+
+
+async def mark_unconfirmed(conn: asyncpg.Connection, message_id: uuid.UUID) -> bool:
+    return await conn.execute(MARK_UNCONFIRMED, message_id) == "UPDATE 1"
+
+
+SWEEP_UNCONFIRMED = """
+UPDATE messages SET status = 'failed', status_rank = 3, error_message = $2, price_state = 'done',
+       updated_at = now()
+WHERE id IN (
+    SELECT id FROM messages
+    WHERE sid IS NULL AND status_rank < 3 AND direction = 'outbound' AND created_at < $1
+    ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED
+)
+RETURNING id, user_id
+"""
+
+
+async def sweep_unconfirmed(conn: asyncpg.Connection, before: datetime, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(SWEEP_UNCONFIRMED, before, NEVER_CONFIRMED, limit)
+
+
+OWN_MESSAGE = "SELECT id, status, sid, num_segments, encoding FROM messages WHERE user_id = $1 AND id = $2"
+
+
+async def get_own_message(conn: asyncpg.Connection, user_id: str, message_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(OWN_MESSAGE, user_id, message_id)
 
 
 APPLY_STATUS = """

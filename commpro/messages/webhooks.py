@@ -86,7 +86,12 @@ async def message_status(request: web.Request) -> web.Response:
         if message is None:
             log.info("status_for_unknown_message", message_sid=form["MessageSid"], status=status)
             return web.Response(status=204)
-        await store.set_message_sid(conn, message["id"], form["MessageSid"])
+        if message["sid"] is None and message["direction"] == "outbound" and await store.adopt_message_sid(
+                conn, message["id"], form["MessageSid"]):
+            # Our messageId proves Twilio took a message whose create went unanswered.
+            log.info("message_confirmed_by_webhook", message_id=str(message["id"]), message_sid=form["MessageSid"])
+            await events.publish(conn, message["user_id"], "message.status",
+                                 {"messageId": str(message["id"]), "status": "queued"})
         if await store.apply_status(conn, message["id"], status, error_code, price_after):
             await events.publish(conn, message["user_id"], "message.status",
                                  {"messageId": str(message["id"]), "status": status})
