@@ -5,18 +5,47 @@ later still revives it (calls/webhooks.py, messages/webhooks.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import structlog
 from aiohttp import web
 
+from commpro.appkeys import config_key, pool_key
 from commpro.background import periodic
-from commpro.calls.service import sweep_unconfirmed_calls
-from commpro.messages.service import sweep_unconfirmed_messages
+from commpro.calls import store as calls
+from commpro.events import store as events
+from commpro.messages import store as messages
+
+log = structlog.get_logger("commpro.unconfirmed")
+BATCH = 200
+Sweep = Callable[[asyncpg.Connection, datetime, int], Awaitable[list[asyncpg.Record]]]
+
+
+async def sweep_unconfirmed(state: Mapping, kind: str, now: datetime | None = None) -> int:
+    """Fail one batch of `kind` ("calls" or "messages") that nothing confirmed in its window;
+    how many were failed."""
+    config = state[config_key]
+    sweep, window_s, event, id_name = {
+        "calls": (calls.sweep_unconfirmed, config.calls.unconfirmed_after_s, "call.status", "callId"),
+        "messages": (messages.sweep_unconfirmed, config.messages.unconfirmed_after_s, "message.status", "messageId"),
+    }[kind]
+    before = (now or datetime.now(UTC)) - timedelta(seconds=window_s)
+    async with state[pool_key].acquire() as conn, conn.transaction():
+        ended = await sweep(conn, before, BATCH)
+        # Each user's event counter is locked in user order, so that two sweeps never deadlock.
+        for row in sorted(ended, key=lambda r: r["user_id"]):
+            await events.publish(conn, row["user_id"], event, {id_name: str(row["id"]), "status": "failed"})
+    for row in ended:
+        log.warning("never_confirmed_by_twilio", kind=kind, id=str(row["id"]))
+    return len(ended)
 
 
 async def sweep(app: web.Application) -> None:
-    while await sweep_unconfirmed_calls(app):
-        pass
-    while await sweep_unconfirmed_messages(app):
-        pass
+    for kind in ("calls", "messages"):
+        while await sweep_unconfirmed(app, kind) == BATCH:
+            pass
 
 
 def sweep_job(interval_s: float):

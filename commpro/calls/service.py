@@ -14,7 +14,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -29,7 +28,6 @@ from commpro.numbers import store as numbers
 from commpro.twilio_gateway import TwilioUnanswered
 
 log = structlog.get_logger("commpro.calls")
-SWEEP_BATCH = 200
 
 
 @dataclass(frozen=True)
@@ -100,16 +98,3 @@ async def reconcile_call(state: Mapping, user: str, call_id: uuid.UUID) -> Outco
         raise NotFound("No such call")
     return Outcome.of(row)
 
-
-async def sweep_unconfirmed_calls(state: Mapping, now: datetime | None = None) -> int:
-    """Fail the API-placed calls that nothing confirmed within calls.unconfirmed_after_s."""
-    config = state[config_key]
-    before = (now or datetime.now(UTC)) - timedelta(seconds=config.calls.unconfirmed_after_s)
-    async with state[pool_key].acquire() as conn, conn.transaction():
-        ended = await store.sweep_unconfirmed(conn, before, SWEEP_BATCH)
-        # Each user's event counter is locked in user order, so that two sweeps never deadlock.
-        for row in sorted(ended, key=lambda r: r["user_id"]):
-            await events.publish(conn, row["user_id"], "call.status", {"callId": str(row["id"]), "status": "failed"})
-    for row in ended:
-        log.warning("call_never_confirmed", call_id=str(row["id"]))
-    return len(ended)

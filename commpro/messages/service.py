@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -32,7 +31,6 @@ from commpro.twilio_gateway import TwilioError, TwilioUnanswered
 
 log = structlog.get_logger("commpro.messages")
 OPTED_OUT_CODE = 21610
-SWEEP_BATCH = 200
 
 
 @dataclass(frozen=True)
@@ -118,17 +116,3 @@ async def reconcile_message(state: Mapping, user: str, message_id: uuid.UUID) ->
         raise NotFound("No such message")
     return Outcome.of(row)
 
-
-async def sweep_unconfirmed_messages(state: Mapping, now: datetime | None = None) -> int:
-    """Fail the messages that nothing confirmed within messages.unconfirmed_after_s."""
-    config = state[config_key]
-    before = (now or datetime.now(UTC)) - timedelta(seconds=config.messages.unconfirmed_after_s)
-    async with state[pool_key].acquire() as conn, conn.transaction():
-        ended = await store.sweep_unconfirmed(conn, before, SWEEP_BATCH)
-        # Each user's event counter is locked in user order, so that two sweeps never deadlock.
-        for row in sorted(ended, key=lambda r: r["user_id"]):
-            await events.publish(conn, row["user_id"], "message.status",
-                                 {"messageId": str(row["id"]), "status": "failed"})
-    for row in ended:
-        log.warning("message_never_confirmed", message_id=str(row["id"]))
-    return len(ended)

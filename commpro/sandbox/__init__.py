@@ -14,12 +14,13 @@ from aiohttp import web
 
 from commpro.appkeys import sandbox_state_key
 from commpro.sandbox import api, simulate
+from commpro.sandbox.faults import fault_middleware
 from commpro.sandbox.state import SandboxState
 from commpro.settings import Config
 
 
 def create_sandbox_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[api.basic_auth_middleware])
+    app = web.Application(middlewares=[api.basic_auth_middleware, fault_middleware])
     app[sandbox_state_key] = SandboxState(config)
     app.add_routes(api.routes)
     app.add_routes(simulate.routes)
@@ -33,6 +34,7 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        state.stopping.set()
         for task in list(state.tasks):
             task.cancel()
         await asyncio.gather(*state.tasks, return_exceptions=True)

@@ -101,7 +101,7 @@ async def create_call(request: web.Request) -> web.Response:
         status_events=frozenset(events or {"completed"}),
     )
     state.calls[call.sid] = call
-    state.spawn(drive_call(state, call))
+    state.spawn(drive_call(state, call), delay_s=state.lifecycle_delay_s)
     return web.json_response(call.json(), status=201)
 
 
@@ -139,7 +139,7 @@ async def create_message(request: web.Request) -> web.Response:
         status_callback=form.get("StatusCallback"), media_urls=media_urls,
     )
     state.messages[message.sid] = message
-    state.spawn(drive_message(state, message))
+    state.spawn(drive_message(state, message), delay_s=state.lifecycle_delay_s)
     return web.json_response(message.json(), status=201)
 
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from commpro.appkeys import sandbox_state_key
+from commpro.sandbox.faults import FAULTS
 from commpro.sandbox.lifecycle import call_params, finish_inbound_call, post_signed
 from commpro.sandbox.state import API_VERSION, SandboxCall, SandboxMedia, SandboxMessage, new_sid, now
 
@@ -85,7 +86,9 @@ async def control(request: web.Request) -> web.Response:
     {"pricesNow": true} prices every ended call and message at once instead of after
     price_after_s; {"mediaFailures": n} makes the next n media downloads fail with a 500;
     {"summaryErrors": [404, 429]} makes the next summary requests fail so, in order;
-    {"summariesComplete": true} makes every summary complete at once."""
+    {"summariesComplete": true} makes every summary complete at once;
+    {"createFaults": ["late", "drop", "hang"], "faultDelayS": 2} makes the next creates answer
+    late, drop the connection, or hang (sandbox/faults.py)."""
     state = request.app[sandbox_state_key]
     data = await _json(request)
     account = data.get("account")
@@ -107,6 +110,16 @@ async def control(request: web.Request) -> web.Response:
         state.summary_errors = list(summary_errors)
     if data.get("summariesComplete") is not None:
         state.summaries_complete = data["summariesComplete"] is True
+    faults = data.get("createFaults")
+    if faults is not None:
+        if not isinstance(faults, list) or not all(f in FAULTS for f in faults):
+            raise web.HTTPBadRequest(reason="createFaults is a list of " + ", ".join(FAULTS))
+        state.create_faults = list(faults)
+    delay = data.get("faultDelayS")
+    if delay is not None:
+        if not isinstance(delay, int | float) or not 0 <= delay <= 60:
+            raise web.HTTPBadRequest(reason="faultDelayS is a number of seconds from 0 to 60")
+        state.fault_delay_s = float(delay)
     failures = data.get("mediaFailures")
     if failures is not None:
         if not isinstance(failures, int) or failures < 0:

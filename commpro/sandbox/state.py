@@ -234,6 +234,14 @@ class SandboxState:
     messages: dict[str, SandboxMessage] = field(default_factory=dict)
     media: dict[str, SandboxMedia] = field(default_factory=dict)
     recordings: dict[str, SandboxRecording] = field(default_factory=dict)
+    # Faults the next create requests meet, in order (sandbox/faults.py), and every create
+    # request's form as it was received.
+    create_faults: list[str] = field(default_factory=list)
+    fault_delay_s: float = 1.0
+    lifecycle_delay_s: float = 0.0
+    create_requests: list[dict[str, str]] = field(default_factory=list)
+    # Set when the sandbox stops: hung requests end.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     # Lifecycle tasks in flight, cancelled and awaited on shutdown.
     tasks: set[asyncio.Task] = field(default_factory=set)
     # Set by the cleanup context: the client session that posts callbacks.
@@ -243,8 +251,19 @@ class SandboxState:
     def account_sid(self) -> str:
         return self.config.twilio.account_sid
 
-    def spawn(self, coro) -> asyncio.Task:
+    def spawn(self, coro, delay_s: float = 0.0) -> asyncio.Task:
+        if delay_s > 0:
+            coro = _after(delay_s, coro)
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+
+async def _after(delay_s: float, coro) -> None:
+    try:
+        await asyncio.sleep(delay_s)
+    except asyncio.CancelledError:
+        coro.close()
+        raise
+    await coro
