@@ -308,3 +308,19 @@ async def test_unknown_fault_is_refused_by_the_sandbox(service):
     resp = await service.client.post("/_sandbox/control", json={"createFaults": ["explode"]},
                                      headers={"Authorization": auth})
     assert resp.status == 400
+
+
+async def test_a_key_left_in_flight_before_leases_existed_is_taken_over(service):
+    """Keys claimed by the code before leases have no lease: they count as lapsed, not stuck."""
+    user = new_user()
+    number = await service.add_number(user)
+    body = {"from": number, "to": DEST, "body": "Bonjour"}
+    import hashlib
+
+    digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    async with service.pool.acquire() as conn:
+        await conn.execute("INSERT INTO idempotency_keys (user_id, scope, key, request_hash) "
+                           "VALUES ($1, 'messages.send', 'legacy', $2)", user, digest)
+    resp = await send(service, user, number, "legacy")
+    assert resp.status == 201 and "Idempotent-Replayed" not in resp.headers
+    await service.sandbox_idle()

@@ -149,11 +149,13 @@ async def status_callback(request: web.Request) -> web.Response:
             log.info("status_for_unknown_call", call_sid=form["CallSid"], status=status)
             return web.Response(status=204)
 
+        moved = False
+
         async def advance(answers: bool) -> None:
-            """Move the call forward, where this leg decides; tell its owner."""
-            if await store.apply_status(conn, call["id"], status, sequence or 0, duration, error, price_after,
-                                        answers=answers):
-                await events.publish(conn, call["user_id"], "call.status", {"callId": str(call["id"]), "status": status})
+            """Move the call forward, where this leg decides."""
+            nonlocal moved
+            moved = await store.apply_status(conn, call["id"], status, sequence or 0, duration, error, price_after,
+                                             answers=answers)
 
         if leg == "dial":
             if form.get("ParentCallSid"):
@@ -177,4 +179,7 @@ async def status_callback(request: web.Request) -> web.Response:
         if status == "completed":
             # Its Voice Insights summary will be fetched (a no-op unless the call did complete).
             await quality.enrol_call(conn, call["id"], config.quality.first_fetch_after_s)
+        if moved:
+            # Last: the owner's event counter stays locked until the commit.
+            await events.publish(conn, call["user_id"], "call.status", {"callId": str(call["id"]), "status": status})
     return web.Response(status=204)

@@ -77,12 +77,9 @@ async def idempotent(request: web.Request, scope: str, body: dict[str, Any], cre
         row = await store.claim_idempotency_key(conn, user, scope, key, digest, settings.lease_s)
     if not row["owner"]:
         return await _answer_existing(row, digest, replay)
-    bound = False
 
     async def bind(conn: asyncpg.Connection, resource_id: uuid.UUID) -> None:
-        nonlocal bound
         await store.bind_idempotency_key(conn, user, scope, key, resource_id)
-        bound = True
 
     try:
         status, payload = await create(bind)
@@ -98,11 +95,10 @@ async def idempotent(request: web.Request, scope: str, body: dict[str, Any], cre
             await store.store_idempotent_response(conn, user, scope, key, exc.status, error)
         raise
     except BaseException:
-        # Cancelled mid-way: a bound row may have reached Twilio, so its key stays, and a retry
-        # answers the row once the lease lapses. An unbound one is forgotten.
-        if not bound:
-            async with pool.acquire() as conn:
-                await store.release_idempotency_key(conn, user, scope, key)
+        # Cancelled or failed mid-way: a key bound to a committed row stays (that row may have
+        # reached Twilio; a retry answers it once the lease lapses); an unbound one is forgotten.
+        async with pool.acquire() as conn:
+            await store.release_idempotency_key(conn, user, scope, key)
         raise
     async with pool.acquire() as conn:
         await store.store_idempotent_response(conn, user, scope, key, status,

@@ -9,7 +9,8 @@ from datetime import datetime
 import asyncpg
 
 # One statement claims a key: a new key, or one whose request died (its lease lapsed before it
-# bound a row or gave an answer), now belongs to this request (`owner`). Otherwise the row as it
+# bound a row or gave an answer; a claim from before leases has none), now belongs to this
+# request (`owner`). Otherwise the row as it
 # stands says what to answer. The second branch reads a row the first did not take; in the rare
 # race where a concurrent claim committed after this statement's snapshot, it finds nothing and
 # the caller claims again.
@@ -18,7 +19,8 @@ WITH claim AS (
     INSERT INTO idempotency_keys AS k (user_id, scope, key, request_hash, locked_until)
     VALUES ($1, $2, $3, $4, clock_timestamp() + make_interval(secs => $5))
     ON CONFLICT (user_id, scope, key) DO UPDATE SET locked_until = excluded.locked_until
-    WHERE k.response IS NULL AND k.resource_id IS NULL AND k.locked_until < clock_timestamp()
+    WHERE k.response IS NULL AND k.resource_id IS NULL
+      AND coalesce(k.locked_until, '-infinity') < clock_timestamp()
       AND k.request_hash = excluded.request_hash
     RETURNING k.request_hash, k.status_code, k.response, k.resource_id, false AS in_flight, true AS owner
 )
