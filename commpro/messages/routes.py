@@ -13,6 +13,7 @@ from aiohttp import web
 from commpro.appkeys import config_key, keyring_key, pool_key, twilio_key
 from commpro.auth import user_id
 from commpro.calls.twiml import webhook_url
+from commpro.contacts.names import contact_name
 from commpro.errors import (
     AppError,
     BadRequest,
@@ -28,7 +29,7 @@ from commpro.keys import DataKey
 from commpro.messages import store
 from commpro.messages.content import open_content, reading_key, seal
 from commpro.messages.media import media_response, signed_media_url, sniff
-from commpro.messages.sms import encoding_and_segments
+from commpro.messages.sms import encoding_and_segments, estimate, twilio_count
 from commpro.numbers import store as numbers
 from commpro.twilio_gateway import TwilioError
 from commpro.validation import Fields, decode_cursor, iso, json_body, next_cursor, parse_uuid
@@ -53,6 +54,9 @@ def message_json(row: asyncpg.Record, key: DataKey | None, media: list[dict[str,
         "media": media,
         "status": row["status"],
         "errorCode": row["error_code"],
+        "errorMessage": row["error_message"],
+        # Twilio's count (billed); null until Twilio has given it.
+        "segments": row["num_segments"],
         "readAt": iso(row["read_at"]),
         "createdAt": iso(row["created_at"]),
     }
@@ -81,7 +85,7 @@ async def _send(request: web.Request, from_number: str, to_number: str, body: st
     if number is None:
         raise Forbidden("'from' is not one of your numbers", details={"from": "not yours"})
     await rate_limit(request, "messages.send", config.messages.rate_per_minute)
-    encoding, segments = encoding_and_segments(body)
+    encoding, _ = encoding_and_segments(body)
     message_id = uuid.uuid4()
     media_ids = [uuid.uuid4() for _ in uploads]
     async with pool.acquire() as conn, conn.transaction():
@@ -91,7 +95,7 @@ async def _send(request: web.Request, from_number: str, to_number: str, body: st
         key = await keyring.data_key(conn, user, create=True)
         sealed = seal(key, "body", user, message_id, body.encode()) if body else None
         await store.insert_outbound(conn, message_id, user, contact["id"], number["id"], from_number, to_number,
-                                    sealed, segments, encoding, len(uploads) + len(links))
+                                    sealed, encoding, len(uploads) + len(links))
         for position, (media_id, (data, content_type)) in enumerate(zip(media_ids, uploads, strict=True)):
             await store.insert_media(conn, media_id, message_id, user, content_type, len(data),
                                      seal(key, "media", user, media_id, data), is_link=False, position=position)
@@ -113,8 +117,10 @@ async def _send(request: web.Request, from_number: str, to_number: str, body: st
             if code == OPTED_OUT_CODE:
                 await store.set_opt_out(conn, user, to_number, True)
         raise
+    segments = twilio_count(created.num_segments)
     async with pool.acquire() as conn:
         await store.set_message_sid(conn, message_id, created.sid)
+        await store.set_twilio_counts(conn, message_id, segments)
     return 201, {"messageId": str(message_id), "status": "queued", "sid": created.sid,
                  "segments": segments, "encoding": encoding}
 
@@ -128,6 +134,18 @@ async def send_message(request: web.Request) -> web.Response:
     fields.check()
     return await idempotent(request, "messages.send", body,
                             lambda: _send(request, from_number, to_number, text, [], []))
+
+
+@routes.post("/api/messages/preview", name="preview_message")
+async def preview_message(request: web.Request) -> web.Response:
+    """What a body would cost, before sending: an estimate for a counter in the apps. The count
+    Twilio bills is the one stored with each message."""
+    fields = Fields(await json_body(request), allowed=("body",))
+    text = fields.string("body", min_len=0, max_len=MAX_BODY)
+    fields.check()
+    result = estimate(text)
+    return web.json_response({"segments": result.segments, "encoding": result.encoding,
+                              "characters": result.characters})
 
 
 @routes.post("/api/messages/send-mms", name="send_mms")
@@ -209,7 +227,8 @@ async def list_conversations(request: web.Request) -> web.Response:
         conversations.append({
             "contactId": str(row["contact_id"]),
             "phoneNumber": row["phone_number"],
-            "name": row["name"],
+            "name": contact_name(key, row, "contact_id"),
+            "blocked": row["blocked"],
             "optedOut": row["opted_out"],
             "lastMessage": {k: last[k] for k in ("id", "body", "content", "direction", "status", "createdAt")}
             | {"mediaCount": row["num_media"]},
@@ -236,7 +255,8 @@ async def get_conversation(request: web.Request) -> web.Response:
     for m in media_rows:
         media.setdefault(m["message_id"], []).append(media_json(m, key))
     return web.json_response({
-        "contact": {"id": str(contact["id"]), "phoneNumber": contact["phone_number"], "name": contact["name"],
+        "contact": {"id": str(contact["id"]), "phoneNumber": contact["phone_number"],
+                    "name": contact_name(key, contact), "blocked": contact["blocked"],
                     "optedOut": contact["opted_out"]},
         "messages": [message_json(r, key, media.get(r["id"], [])) for r in rows],
         "nextCursor": next_cursor(rows, limit),

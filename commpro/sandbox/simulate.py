@@ -85,7 +85,8 @@ async def control(request: web.Request) -> web.Response:
     {"pricesNow": true} prices every ended call and message at once instead of after
     price_after_s; {"mediaFailures": n} makes the next n media downloads fail with a 500;
     {"summaryErrors": [404, 429]} makes the next summary requests fail so, in order;
-    {"summariesComplete": true} makes every summary complete at once."""
+    {"summariesComplete": true} makes every summary complete at once; {"mediaRedirect": "s3"}
+    makes media URLs redirect to an S3-like host instead of the media host ("cdn")."""
     state = request.app[sandbox_state_key]
     data = await _json(request)
     account = data.get("account")
@@ -107,6 +108,11 @@ async def control(request: web.Request) -> web.Response:
         state.summary_errors = list(summary_errors)
     if data.get("summariesComplete") is not None:
         state.summaries_complete = data["summariesComplete"] is True
+    redirect = data.get("mediaRedirect")
+    if redirect is not None:
+        if redirect not in ("cdn", "s3"):
+            raise web.HTTPBadRequest(reason="mediaRedirect is 'cdn' or 's3'")
+        state.media_redirect = redirect
     failures = data.get("mediaFailures")
     if failures is not None:
         if not isinstance(failures, int) or failures < 0:
