@@ -245,9 +245,11 @@ async def s3_media(request: web.Request) -> web.Response:
     if "Authorization" in request.headers:
         return web.Response(status=400, text="<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism "
                             "allowed</Message></Error>", content_type="application/xml")
-    media = _state(request).media.get(request.match_info["media_sid"])
+    state = _state(request)
+    media = state.media.get(request.match_info["media_sid"])
     if media is None:
         return web.Response(status=404, text="<Error><Code>NoSuchKey</Code></Error>", content_type="application/xml")
+    state.s3_downloads += 1
     return web.Response(body=media.data, content_type=media.content_type)
 
 

@@ -241,6 +241,8 @@ class SandboxState:
     # Where media URLs redirect: "cdn" (the sandbox's media host) or "s3" (an S3-like host
     # under another name, as Twilio does for media stored before HTTP authentication).
     media_redirect: str = "cdn"
+    # Media files served by the S3-like host.
+    s3_downloads: int = 0
     # What was erased, in order: ("redact", message SID) and ("delete-media", media SID).
     erasures: list[tuple[str, str]] = field(default_factory=list)
     calls: dict[str, SandboxCall] = field(default_factory=dict)
