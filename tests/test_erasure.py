@@ -167,9 +167,10 @@ async def inbound_mms(service, twilio, number: str) -> str:
 
 
 async def test_shred_erases_at_twilio_and_survives_a_restart(start_service, make_config, database_url, tmp_path):
-    twilio = await start_service()  # plays Twilio for the two instances below
+    quiet = {"COMMPRO_MESSAGES_ERASE_INTERVAL_S": "3600"}  # no round of their own but the first
+    twilio = await start_service(**quiet)  # plays Twilio for the two instances below
     api = twilio.config.twilio.api_base_url
-    first = await start_service(config=make_config(TWILIO_API_BASE_URL=api))
+    first = await start_service(config=make_config(TWILIO_API_BASE_URL=api, **quiet))
     user, other = new_user(), new_user()
     number, other_number = await first.add_number(user), await first.add_number(other)
     sids = [(await (await send(first, user, number, body=f"message {i}")).json())["sid"] for i in range(3)]
@@ -185,7 +186,7 @@ async def test_shred_erases_at_twilio_and_survives_a_restart(start_service, make
     assert code == 0 and "0 done, 4 pending" in err
     await first.client.close()  # stopped before it erased anything: the work is in the database
     assert not any(twilio.sandbox.messages[sid].redacted for sid in sids)
-    second = await start_service(config=make_config(TWILIO_API_BASE_URL=api))
+    second = await start_service(config=make_config(TWILIO_API_BASE_URL=api, **quiet))
     for sid in sids:
         assert await erased(second, sid)
         assert twilio.sandbox.messages[sid].redacted and twilio.sandbox.messages[sid].body == ""
