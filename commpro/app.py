@@ -23,6 +23,7 @@ from commpro.auth import auth_middleware
 from commpro.calls import routes as call_routes
 from commpro.calls import webhooks as call_webhooks
 from commpro.calls.prices import PRICES as CALL_PRICES
+from commpro.contacts import routes as contact_routes
 from commpro.db import pool_ctx
 from commpro.errors import error_middleware
 from commpro.events import hub_ctx, retention_job
@@ -33,6 +34,7 @@ from commpro.logs import access_middleware
 from commpro.messages import media as message_media
 from commpro.messages import routes as message_routes
 from commpro.messages import webhooks as message_webhooks
+from commpro.messages.erasure import erasure_job
 from commpro.messages.prices import PRICES as MESSAGE_PRICES
 from commpro.metrics import Metrics
 from commpro.numbers import routes as number_routes
@@ -69,6 +71,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.cleanup_ctx.append(price_job(CALL_PRICES, config.prices.poll_interval_s))
     app.cleanup_ctx.append(price_job(MESSAGE_PRICES, config.prices.poll_interval_s))
     app.cleanup_ctx.append(message_media.media_fetch_job(config.messages.fetch_interval_s))
+    app.cleanup_ctx.append(erasure_job(config.messages.erase_interval_s))
     app.cleanup_ctx.append(quality_job(config.quality.poll_interval_s))
     app.cleanup_ctx.append(delivery_job(config.alerts.delivery_interval_s))
     app.cleanup_ctx.append(sweep_job(config.idempotency.sweep_interval_s))
@@ -83,6 +86,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.add_routes(message_routes.routes)
     app.add_routes(message_webhooks.routes)
     app.add_routes(message_media.routes)
+    app.add_routes(contact_routes.routes)
     if config.twilio.sandbox:
         from commpro.sandbox import create_sandbox_app
 

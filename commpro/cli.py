@@ -216,20 +216,54 @@ def _progress(done: int, total: int, width: int = 30) -> None:
 
 
 def cmd_keys_shred(config: Config, args: argparse.Namespace) -> None:
+    """Destroy the user's data key, and queue the erasure of everything Twilio still holds of
+    their messages: durable work that a running server carries out, surviving restarts."""
     from commpro.keys import store as keys
+    from commpro.messages import erasure_store
 
     if not args.yes:
         raise CliError(f"this destroys the data key of {args.user_id!r}: all their messages and media become "
-                       "unreadable for good. Run again with --yes.")
+                       "unreadable for good, and deletes them at Twilio. Run again with --yes.")
 
     async def shred(conn):
-        return await keys.shred_user_key(conn, args.user_id)
+        async with conn.transaction():
+            return await keys.shred_user_key(conn, args.user_id), await erasure_store.enqueue_user(conn, args.user_id)
 
-    shredded_at = asyncio.run(_with_conn(with_database(config), shred))
-    if shredded_at is None:
+    shredded_at, queued = asyncio.run(_with_conn(with_database(config), shred))
+    if shredded_at is None and not queued:
         raise CliError(f"{args.user_id!r} has no data key (none yet, or already shredded)")
-    print(f"shredded the data key of {args.user_id!r} at {shredded_at.isoformat()}; running servers forget "
-          f"it within crypto.key_cache_ttl_s ({config.crypto.key_cache_ttl_s:g}s)")
+    if shredded_at is not None:
+        print(f"shredded the data key of {args.user_id!r} at {shredded_at.isoformat()}; running servers forget "
+              f"it within crypto.key_cache_ttl_s ({config.crypto.key_cache_ttl_s:g}s)")
+    print(f"queued {queued} message(s) for erasure at Twilio (media deleted, body redacted); a running server "
+          f"does it. Progress: commpro keys erasure {args.user_id} [--wait]")
+    if args.wait:
+        _erasure_progress(config, args.user_id, wait=True)
+
+
+def cmd_keys_erasure(config: Config, args: argparse.Namespace) -> None:
+    _erasure_progress(config, args.user_id, wait=args.wait)
+
+
+def _erasure_progress(config: Config, user_id: str, wait: bool) -> None:
+    """Print how far the user's erasure at Twilio has come; with `wait`, until nothing is pending."""
+    from commpro.messages import erasure_store
+
+    async def poll(conn):
+        while True:
+            row = await erasure_store.progress(conn, user_id)
+            total = row["pending"] + row["done"] + row["gave_up"]
+            _progress(row["done"] + row["gave_up"], total)
+            if not wait or row["pending"] == 0:
+                return row
+            await asyncio.sleep(1)
+
+    row = asyncio.run(_with_conn(with_database(config), poll))
+    print(f"\nerasure at Twilio of {user_id!r}: {row['done']} done, {row['pending']} pending, "
+          f"{row['gave_up']} given up", file=sys.stderr)
+    if row["gave_up"]:
+        raise CliError(f"{row['gave_up']} message(s) could not be erased at Twilio: see the erasure_failed logs, "
+                       "then run `commpro keys shred` again to retry them")
 
 
 def cmd_token(config: Config, args: argparse.Namespace) -> None:
@@ -310,7 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys.add_parser("shred", help="destroy a user's data key: their content becomes unreadable")
     p.add_argument("user_id", metavar="USER_ID")
     p.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+    p.add_argument("--wait", action="store_true", help="wait until Twilio holds nothing more, showing progress")
     p.set_defaults(func=cmd_keys_shred)
+    p = keys.add_parser("erasure", help="how far the erasure at Twilio of a shredded user has come")
+    p.add_argument("user_id", metavar="USER_ID")
+    p.add_argument("--wait", action="store_true", help="wait until nothing is pending")
+    p.set_defaults(func=cmd_keys_erasure)
 
     p = sub.add_parser("token", help="print a JWT for a user (HS256, for local use)")
     p.add_argument("user_id", metavar="USER_ID")

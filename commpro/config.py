@@ -48,6 +48,7 @@ ENV_NAMES: dict[str, tuple[str, str]] = {
     "TWILIO_API_KEY_SECRET": ("twilio", "api_key_secret"),
     "TWILIO_TWIML_APP_SID": ("twilio", "twiml_app_sid"),
     "TWILIO_PUSH_CREDENTIAL_SID": ("twilio", "push_credential_sid"),
+    "TWILIO_WEBHOOK_SIGNING_KEY": ("twilio", "webhook_signing_key"),
     "COMMPRO_MASTER_KEY": ("crypto", "master_key"),
     "ALERT_WEBHOOK_URL": ("alerts", "webhook_url"),
     "ALERT_WEBHOOK_SECRET": ("alerts", "webhook_secret"),
@@ -75,6 +76,10 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
     path = Path(path or env.get("COMMPRO_CONFIG") or DEFAULT_CONFIG_PATH)
     raw, origin = _read_toml(path)
     _overlay_env(raw, origin, env)
+    # Erasure at Twilio is on by default in production only; config.toml or the environment
+    # may say otherwise anywhere.
+    production = str(raw.get("app", {}).get("env", "")).strip() == "production"
+    raw.setdefault("messages", {}).setdefault("erase_at_twilio", production)
 
     errors: list[str] = []
     sections = {}

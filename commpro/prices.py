@@ -38,6 +38,8 @@ class PriceSource:
     fetch: Callable[[TwilioGateway, str], Awaitable[Any]]
     set_price: Callable[[asyncpg.Connection, Any, Decimal, str], Awaitable[None]]
     reschedule: Callable[[asyncpg.Connection, Any, datetime, bool], Awaitable[None]]
+    # Optional: store what else the fetched legs say (a message's segment count, its error).
+    observe: Callable[[asyncpg.Connection, Any, list[Any]], Awaitable[None]] | None = None
 
 
 async def fetch_due_prices(app: web.Application, source: PriceSource, now: datetime | None = None) -> int:
@@ -49,8 +51,10 @@ async def fetch_due_prices(app: web.Application, source: PriceSource, now: datet
         due = await source.claim(conn, now, BATCH, LEASE_S)
     priced = 0
     for row in due:
-        total, unit = await _price_of(gateway, source, row["legs"])
+        total, unit, fetched = await _price_of(gateway, source, row["legs"])
         async with pool.acquire() as conn:
+            if source.observe is not None and fetched:
+                await source.observe(conn, row["id"], fetched)
             if total is not None:
                 await source.set_price(conn, row["id"], total, unit)
                 priced += 1
@@ -64,20 +68,23 @@ async def fetch_due_prices(app: web.Application, source: PriceSource, now: datet
     return priced
 
 
-async def _price_of(gateway: TwilioGateway, source: PriceSource, legs: list[str]) -> tuple[Decimal | None, str]:
-    total, unit = Decimal(0), "USD"
+async def _price_of(gateway: TwilioGateway, source: PriceSource,
+                    legs: list[str]) -> tuple[Decimal | None, str, list[Any]]:
+    """(total, unit, the legs fetched); total is None unless every leg has its price."""
+    total, unit, fetched = Decimal(0), "USD", []
     for sid in legs:
         try:
             leg = await gateway.call(f"{source.name}.fetch", lambda sid=sid: source.fetch(gateway, sid))
         except AppError as exc:
             log.info("price_fetch_failed", kind=source.name, sid=sid, error=exc.code)
-            return None, unit
+            return None, unit, fetched
+        fetched.append(leg)
         try:
             total += Decimal(leg.price)
         except (TypeError, InvalidOperation):  # None until Twilio has priced it
-            return None, unit
+            return None, unit, fetched
         unit = leg.price_unit or unit
-    return total, unit
+    return total, unit, fetched
 
 
 def price_job(source: PriceSource, interval_s: float):

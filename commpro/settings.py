@@ -52,8 +52,9 @@ class TwilioSettings:
     api_base_url: str = ""
     insights_base_url: str = ""
     timeout_s: float = 10.0
-    # Where Twilio's media URLs may redirect to (suffix match); credentials never follow.
-    media_hosts: tuple[str, ...] = ("twiliocdn.com",)
+    # The shared key Twilio signs webhooks with (HMAC-SHA256) when the account has one; empty:
+    # only auth-token signatures (HMAC-SHA1) are accepted.
+    webhook_signing_key: str = field(default="", repr=False)
     # For the mobile apps' Access Tokens (GET /api/calls/token).
     api_key_sid: str = ""
     api_key_secret: str = field(default="", repr=False)
@@ -81,6 +82,12 @@ class MessageSettings:
     fetch_retry_first_s: float = 5.0
     fetch_attempts: int = 8
     unconfirmed_after_s: float = 3600.0
+    # Delete Twilio's copy of each message's media and redact its body there, once the message
+    # is stored (inbound) or final (outbound). The loader turns it on by default in production.
+    erase_at_twilio: bool = False
+    erase_interval_s: float = 30.0
+    erase_retry_first_s: float = 30.0
+    erase_attempts: int = 10
 
 
 @dataclass(frozen=True)

@@ -102,17 +102,14 @@ class TwilioGateway:
         self.account_sid = settings.account_sid
         self.api_base_url = (settings.api_base_url or "https://api.twilio.com").rstrip("/")
         self._authorization = aiohttp.encode_basic_auth(settings.account_sid, settings.auth_token)
-        self._media_hosts = settings.media_hosts
         self.metrics = None  # set by the cleanup context when the app has metrics
 
-    def _media_host(self, target: URL) -> bool:
-        host = target.host or ""
-        if target.scheme not in ("http", "https") or (target.scheme == "http" and self.mode == "live"):
+    def _redirect_allowed(self, target: URL) -> bool:
+        """Any https host (Twilio's CDN, or S3 for media stored before Twilio enforced HTTP
+        authentication); plain http only to the sandbox."""
+        if not target.host:
             return False
-        if (target.scheme, host, target.port) == (URL(self.api_base_url).scheme, URL(self.api_base_url).host,
-                                                  URL(self.api_base_url).port):
-            return True
-        return any(host == h or host.endswith("." + h) for h in self._media_hosts)
+        return target.scheme == "https" or (target.scheme == "http" and self.mode == "sandbox")
 
     async def call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Run one Twilio API call under the deadline; raise domain errors only."""
@@ -149,9 +146,10 @@ class TwilioGateway:
 
         Only URLs under the Twilio API base are fetched with them: a URL from a webhook or the
         database never sends our credentials anywhere else. Twilio answers media URLs with a
-        redirect to its media host: that one hop is followed, without credentials, and only to a
-        host of twilio.media_hosts (or the API's own). The caller streams the body and releases
-        the response.
+        redirect to where the file is (mms.twiliocdn.com, or s3-external-1.amazonaws.com for
+        older media): since Twilio's authenticated host chose it, that one hop is followed to
+        any https host, and without credentials. The caller streams the body and releases the
+        response.
         """
         if not url.startswith(self.api_base_url + "/"):
             raise BadGateway("Refusing to fetch a media URL outside Twilio")
@@ -162,8 +160,8 @@ class TwilioGateway:
                 if resp.status in (301, 302, 303, 307, 308):
                     target = URL(url).join(URL(resp.headers.get("Location", "")))
                     resp.release()
-                    if not self._media_host(target):
-                        raise BadGateway("Twilio redirected media to an unexpected host")
+                    if not self._redirect_allowed(target):
+                        raise BadGateway("Twilio redirected media to a URL that is not https")
                     resp = await self.http.session.get(target, allow_redirects=False)
         except TimeoutError:
             raise GatewayTimeout(f"Twilio did not answer within {self.timeout_s:g}s") from None

@@ -3,6 +3,13 @@
 Behind Railway's TLS proxy the URL this process sees (http://internal:PORT/...) is not the one
 Twilio signed (https://public/...), so the URL is rebuilt from PUBLIC_BASE_URL + path + query.
 The guard runs before the handler: a refused webhook writes nothing.
+
+Twilio signs with HMAC-SHA1 under the account's auth token, or, when the account has a webhook
+signing key, under that shared key with the algorithm the X-Twilio-Webhooks-Signature-Settings
+header names (key=<id>,algorithm=HMAC_SHA256). Both are accepted once
+`twilio.webhook_signing_key` is set. A request is checked only under the scheme it declares: a
+declared shared-key signature that fails is refused, never tried again under the auth token
+(or the reverse), so a downgrade buys an attacker nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +19,13 @@ from urllib.parse import parse_qsl
 import structlog
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import (
+    HMAC_SHA1,
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
 
 from commpro.appkeys import config_key, metrics_key, webhook_form_key
 from commpro.auth import auth_for_path
@@ -41,20 +54,38 @@ async def webhook_guard(request: web.Request, handler) -> web.StreamResponse:
         raise BadRequest("The webhook body is not a valid form") from None
 
     url = config.server.public_base_url + request.raw_path
-    signature = request.headers.get("X-Twilio-Signature", "")
-    validator = RequestValidator(config.twilio.auth_token)
-    if not signature or not validator.validate(url, form, signature):
+    signature = request.headers.get(SIGNATURE_HEADER, "")
+    scheme, secret = _declared_scheme(request, config.twilio)
+    reason = None
+    if not signature:
+        reason = "missing"
+    elif not secret:
+        reason = "no_signing_key"
+    elif not RequestValidator(secret).validate(url, form, signature, algorithm=scheme):
+        reason = "mismatch"
+    if reason is not None:
         log.warning(
             "webhook_signature_rejected",
             path=request.path,
             remote=request.remote,
             forwarded_for=request.headers.get("X-Forwarded-For"),
-            reason="missing" if not signature else "mismatch",
+            reason=reason,
+            scheme=scheme,
         )
         request.config_dict[metrics_key].signature_rejections.labels(request.path).inc()
         raise Forbidden("Invalid Twilio signature")
     request[webhook_form_key] = MultiDictProxy(form)
     return await handler(request)
+
+
+def _declared_scheme(request: web.Request, twilio) -> tuple[str, str]:
+    """(algorithm, secret) the request says it was signed with: the shared signing key under the
+    algorithm of X-Twilio-Webhooks-Signature-Settings, else HMAC-SHA1 under the auth token. The
+    secret is empty when the request declares a shared key and none is configured."""
+    settings = request.headers.get(SIGNATURE_SETTINGS_HEADER)
+    if settings is None:
+        return HMAC_SHA1, twilio.auth_token
+    return get_signature_algorithm(settings).upper(), twilio.webhook_signing_key
 
 
 def webhook_form(request: web.Request, *required: str) -> MultiDictProxy[str]:

@@ -8,10 +8,8 @@ ALTER TABLE calls ADD CONSTRAINT calls_status_check
     CHECK (status IN ('unconfirmed', 'queued', 'initiated', 'ringing', 'in-progress', 'completed',
                       'busy', 'no-answer', 'failed', 'canceled'));
 -- Outbound rows the API inserted and Twilio has not confirmed yet, for the sweep.
-CREATE INDEX calls_unconfirmed_idx ON calls (created_at) WHERE sid IS NULL AND status_rank < 3;
-CREATE INDEX messages_unconfirmed_idx ON messages (created_at) WHERE sid IS NULL AND status_rank < 3;
--- Why a message failed, beside its code (the sweep's "never confirmed by Twilio" among others).
-ALTER TABLE messages ADD COLUMN error_message text;
+CREATE INDEX calls_unconfirmed_idx ON calls (created_at) WHERE sid IS NULL;
+CREATE INDEX messages_unconfirmed_idx ON messages (created_at) WHERE sid IS NULL;
 
 -- The row a key's request created, bound in the transaction that inserted it: from then on a
 -- retry answers that row and never asks Twilio again. locked_until is the in-flight lease: a

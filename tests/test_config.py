@@ -129,3 +129,16 @@ def test_config_is_frozen(toml):
     assert isinstance(config, Config)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.server.port = 1  # type: ignore[misc]
+
+
+def test_erasure_at_twilio_is_on_by_default_in_production_only(toml):
+    assert load_config(toml(), env=PROD_SECRETS).messages.erase_at_twilio is True
+    assert load_config(toml(), env={}).messages.erase_at_twilio is False
+    off = {**PROD_SECRETS, "COMMPRO_MESSAGES_ERASE_AT_TWILIO": "false"}
+    assert load_config(toml(), env=off).messages.erase_at_twilio is False
+    assert load_config(toml("[messages]\nerase_at_twilio = true\n"), env={}).messages.erase_at_twilio is True
+
+
+def test_the_webhook_signing_key_is_read_and_never_shown(toml):
+    c = load_config(toml(), env={**PROD_SECRETS, "TWILIO_WEBHOOK_SIGNING_KEY": "k" * 32})
+    assert c.twilio.webhook_signing_key == "k" * 32 and "k" * 32 not in repr(c)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import time
 import uuid
@@ -17,6 +18,7 @@ from commpro.appkeys import media_round_key
 from commpro.errors import BadGateway
 from commpro.messages.media import signed_media_url
 from commpro.sandbox.state import SandboxMedia, new_sid
+from commpro.twilio_gateway import build_gateway
 from tests.conftest import WAIT_S, new_user
 
 PEER = "+447911123456"
@@ -186,27 +188,54 @@ async def test_pending_media_survives_a_restart(start_service, make_config):
     assert await resp.read() == GIF
 
 
-async def test_media_redirect_elsewhere_is_refused(start_service, aiohttp_server):
-    """Twilio's media URL may only redirect to Twilio's media hosts: credentials never leave,
-    and nothing is fetched from anywhere else."""
+async def test_media_redirect_to_another_host_is_followed_without_credentials(start_service, aiohttp_server):
+    """Twilio's authenticated host chooses where media is (its CDN, or S3 for older media): that
+    redirect is followed, without our credentials; a URL outside Twilio is never fetched."""
     seen = []
 
-    async def evil(request):
-        seen.append(request.headers.get("Authorization"))
+    async def elsewhere(request):
+        seen.append((request.path, request.headers.get("Authorization")))
         return web.Response(body=PNG, content_type="image/png")
 
     async def fake_twilio(request):
-        raise web.HTTPTemporaryRedirect(location=str(evil_server.make_url("/steal")))
+        target = request.query.get("to", str(other_server.make_url("/bucket/ME1")))
+        raise web.HTTPTemporaryRedirect(location=target)
 
-    evil_app, twilio_app = web.Application(), web.Application()
-    evil_app.router.add_get("/{tail:.*}", evil)
+    other_app, twilio_app = web.Application(), web.Application()
+    other_app.router.add_get("/{tail:.*}", elsewhere)
     twilio_app.router.add_get("/{tail:.*}", fake_twilio)
-    evil_server = await aiohttp_server(evil_app)
+    other_server = await aiohttp_server(other_app)
     twilio_server = await aiohttp_server(twilio_app)
     api = str(twilio_server.make_url("")).rstrip("/")
     service = await start_service(TWILIO_API_BASE_URL=api)
-    with pytest.raises(BadGateway, match="unexpected host"):
-        await service.twilio.open_media(api + "/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1")
+    resp = await service.twilio.open_media(api + "/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1")
+    assert await resp.read() == PNG
+    assert seen == [("/bucket/ME1", None)]
     with pytest.raises(BadGateway, match="outside Twilio"):
-        await service.twilio.open_media(str(evil_server.make_url("/steal")))
-    assert seen == []
+        await service.twilio.open_media(str(other_server.make_url("/steal")))
+    with pytest.raises(BadGateway, match="not https"):
+        await service.twilio.open_media(api + "/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME2?to=ftp://x/ME2")
+    assert len(seen) == 1
+
+
+async def test_live_mode_follows_media_redirects_to_https_only(start_service, aiohttp_server):
+    """Outside the sandbox a redirect to plain http is refused: the media would travel in clear."""
+    seen = []
+
+    async def fake_twilio(request):
+        seen.append(request.path)
+        raise web.HTTPTemporaryRedirect(location="http://s3-external-1.amazonaws.com.invalid/bucket/ME1")
+
+    twilio_app = web.Application()
+    twilio_app.router.add_get("/{tail:.*}", fake_twilio)
+    twilio_server = await aiohttp_server(twilio_app)
+    api = str(twilio_server.make_url("")).rstrip("/")
+    service = await start_service(TWILIO_API_BASE_URL=api)
+    live = build_gateway(dataclasses.replace(service.config.twilio, sandbox=False))
+    try:
+        assert live.mode == "live"
+        with pytest.raises(BadGateway, match="not https"):
+            await live.open_media(api + "/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1")
+    finally:
+        await live.close()
+    assert seen == ["/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"]

@@ -72,7 +72,7 @@ async def list_calls(request: web.Request) -> web.Response:
     limit = fields.integer("limit", required=False, low=1, high=200, default=50)
     offset = fields.integer("offset", required=False, low=0, default=0)
     direction = fields.choice("direction", DIRECTIONS, required=False)
-    status = fields.choice("status", store.STATUS_RANK, required=False)
+    status = fields.choice("status", store.STATUSES, required=False)
     since, until = fields.timestamp("since"), fields.timestamp("until")
     if "cursor" in request.query and "offset" in request.query:
         fields.errors["cursor"] = "use either cursor or offset"

@@ -14,10 +14,12 @@ from decimal import Decimal
 import asyncpg
 
 STATUS_RANK = {
-    "unconfirmed": 0, "queued": 0, "initiated": 0, "ringing": 1, "in-progress": 2,
+    "queued": 0, "initiated": 0, "ringing": 1, "in-progress": 2,
     "completed": 3, "busy": 3, "no-answer": 3, "failed": 3, "canceled": 3,
 }
 TERMINAL_RANK = 3
+# Twilio's statuses, and ours for a call whose create Twilio never answered (rank 0 too).
+STATUSES = ("unconfirmed", *STATUS_RANK)
 # Why the sweep ended a call Twilio never confirmed; a later webhook that proves it exists revives it.
 NEVER_CONFIRMED = "never confirmed by Twilio"
 

@@ -22,7 +22,7 @@ from aiohttp import web
 from commpro.appkeys import config_key, keyring_key, media_round_key, media_wake_key, pool_key, twilio_key
 from commpro.background import periodic
 from commpro.errors import AppError, Forbidden, NotFound
-from commpro.messages import store
+from commpro.messages import erasure_store, store
 from commpro.messages.content import AVAILABLE, open_content, reading_key, seal
 from commpro.settings import Config
 
@@ -107,6 +107,8 @@ async def fetch_pending_media(app: web.Application, now: datetime | None = None)
             key = await app[keyring_key].data_key(conn, row["user_id"], create=True)
             sealed = seal(key, "media", row["user_id"], row["id"], data)
             await store.store_fetched_media(conn, row["id"], sealed, len(data), content_type)
+            if config.messages.erase_at_twilio:
+                await erasure_store.enqueue_if_stored(conn, row["message_id"])
         stored += 1
     return stored
 
@@ -135,8 +137,10 @@ async def _retry(pool, config: Config, row, now: datetime, error: str, give_up: 
     attempts = row["fetch_attempts"] + 1
     give_up = give_up or attempts >= config.messages.fetch_attempts
     next_at = now + timedelta(seconds=config.messages.fetch_retry_first_s * 2 ** (attempts - 1))
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
         await store.retry_media(conn, row["id"], next_at, error, give_up)
+        if give_up and config.messages.erase_at_twilio:  # the message's other media may be stored
+            await erasure_store.enqueue_if_stored(conn, row["message_id"])
     log.warning("media_fetch_failed", media_id=str(row["id"]), attempts=attempts, error=error, gave_up=give_up)
 
 

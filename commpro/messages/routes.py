@@ -12,6 +12,7 @@ from aiohttp import web
 
 from commpro.appkeys import config_key, keyring_key, pool_key
 from commpro.auth import user_id
+from commpro.contacts.names import contact_name
 from commpro.errors import (
     BadRequest,
     NotFound,
@@ -24,6 +25,7 @@ from commpro.keys import DataKey
 from commpro.messages import service, store
 from commpro.messages.content import open_content, reading_key
 from commpro.messages.media import media_response, sniff
+from commpro.messages.sms import estimate
 from commpro.validation import Fields, decode_cursor, iso, json_body, next_cursor, parse_uuid
 
 routes = web.RouteTableDef()
@@ -45,6 +47,9 @@ def message_json(row: asyncpg.Record, key: DataKey | None, media: list[dict[str,
         "media": media,
         "status": row["status"],
         "errorCode": row["error_code"],
+        "errorMessage": row["error_message"],
+        # Twilio's count (billed); null until Twilio has given it.
+        "segments": row["num_segments"],
         "readAt": iso(row["read_at"]),
         "createdAt": iso(row["created_at"]),
     }
@@ -86,6 +91,18 @@ async def send_message(request: web.Request) -> web.Response:
     text = fields.string("body", min_len=1, max_len=MAX_BODY)
     fields.check()
     return await idempotent(request, "messages.send", body, *_sender(request, from_number, to_number, text, [], []))
+
+
+@routes.post("/api/messages/preview", name="preview_message")
+async def preview_message(request: web.Request) -> web.Response:
+    """What a body would cost, before sending: an estimate for a counter in the apps. The count
+    Twilio bills is the one stored with each message."""
+    fields = Fields(await json_body(request), allowed=("body",))
+    text = fields.string("body", min_len=0, max_len=MAX_BODY)
+    fields.check()
+    result = estimate(text)
+    return web.json_response({"segments": result.segments, "encoding": result.encoding,
+                              "characters": result.characters})
 
 
 @routes.post("/api/messages/send-mms", name="send_mms")
@@ -167,7 +184,8 @@ async def list_conversations(request: web.Request) -> web.Response:
         conversations.append({
             "contactId": str(row["contact_id"]),
             "phoneNumber": row["phone_number"],
-            "name": row["name"],
+            "name": contact_name(key, row, "contact_id"),
+            "blocked": row["blocked"],
             "optedOut": row["opted_out"],
             "lastMessage": {k: last[k] for k in ("id", "body", "content", "direction", "status", "createdAt")}
             | {"mediaCount": row["num_media"]},
@@ -194,7 +212,8 @@ async def get_conversation(request: web.Request) -> web.Response:
     for m in media_rows:
         media.setdefault(m["message_id"], []).append(media_json(m, key))
     return web.json_response({
-        "contact": {"id": str(contact["id"]), "phoneNumber": contact["phone_number"], "name": contact["name"],
+        "contact": {"id": str(contact["id"]), "phoneNumber": contact["phone_number"],
+                    "name": contact_name(key, contact), "blocked": contact["blocked"],
                     "optedOut": contact["opted_out"]},
         "messages": [message_json(r, key, media.get(r["id"], [])) for r in rows],
         "nextCursor": next_cursor(rows, limit),

@@ -25,7 +25,7 @@ from commpro.guards import Bind, spend
 from commpro.messages import store
 from commpro.messages.content import seal
 from commpro.messages.media import signed_media_url
-from commpro.messages.sms import encoding_and_segments
+from commpro.messages.sms import encoding_and_segments, twilio_count
 from commpro.numbers import store as numbers
 from commpro.twilio_gateway import TwilioError, TwilioUnanswered
 
@@ -63,7 +63,7 @@ async def send_message(state: Mapping, user: str, from_number: str, to_number: s
     if number is None:
         raise Forbidden("'from' is not one of your numbers", details={"from": "not yours"})
     await spend(pool, user, "messages.send", config.messages.rate_per_minute)
-    encoding, segments = encoding_and_segments(body)
+    encoding, _ = encoding_and_segments(body)
     message_id = uuid.uuid4()
     media_ids = [uuid.uuid4() for _ in uploads]
     async with pool.acquire() as conn, conn.transaction():
@@ -73,7 +73,7 @@ async def send_message(state: Mapping, user: str, from_number: str, to_number: s
         key = await keyring.data_key(conn, user, create=True)
         sealed = seal(key, "body", user, message_id, body.encode()) if body else None
         await store.insert_outbound(conn, message_id, user, contact["id"], number["id"], from_number, to_number,
-                                    sealed, segments, encoding, len(uploads) + len(links))
+                                    sealed, encoding, len(uploads) + len(links))
         for position, (media_id, (data, content_type)) in enumerate(zip(media_ids, uploads, strict=True)):
             await store.insert_media(conn, media_id, message_id, user, content_type, len(data),
                                      seal(key, "media", user, media_id, data), is_link=False, position=position)
@@ -99,8 +99,11 @@ async def send_message(state: Mapping, user: str, from_number: str, to_number: s
             if code == OPTED_OUT_CODE:
                 await store.set_opt_out(conn, user, to_number, True)
         raise
+    # Twilio's count is what is billed: ours was only an estimate.
+    segments = twilio_count(created.num_segments)
     async with pool.acquire() as conn:
         await store.set_message_sid(conn, message_id, created.sid)
+        await store.set_twilio_counts(conn, message_id, segments)
     return Outcome(message_id, "queued", created.sid, segments, encoding)
 
 

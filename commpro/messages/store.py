@@ -2,8 +2,10 @@
 
 Each conversation's summary (last message, unread count) changes in the same transaction as the
 message that changes it, so the conversation list reads one row per conversation and never
-scans messages. A message status only moves forward (queued 0 < sending 1 < sent 2 < delivered,
-undelivered, failed, received 3).
+scans messages. A message status only moves forward, in the order of STATUS_RANK: every value of
+Twilio's message_enum_status, so that callbacks arriving late, twice or shuffled end on the last
+real status of any real sequence (accepted, scheduled, queued, sending, sent, delivered, read; or
+..., sent, undelivered; or ..., scheduled, canceled).
 """
 
 from __future__ import annotations
@@ -15,10 +17,17 @@ from decimal import Decimal
 import asyncpg
 
 STATUS_RANK = {
-    "unconfirmed": 0, "accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2,
-    "delivered": 3, "undelivered": 3, "failed": 3, "received": 3, "read": 3, "canceled": 3,
+    "accepted": 0, "scheduled": 1, "queued": 2, "sending": 3, "sent": 4, "receiving": 4,
+    "partially_delivered": 5, "delivered": 6, "received": 6, "read": 7,
+    "undelivered": 8, "failed": 8, "canceled": 8,
 }
-TERMINAL_RANK = 3
+# From here on a message is final: Twilio has a price for it, and its content can be erased
+# there. `read` (WhatsApp) may still follow `delivered`.
+FINAL_RANK = 6
+# Nothing follows canceled, failed or undelivered.
+TERMINAL_RANK = 8
+# Our own status for a message whose create Twilio never answered keeps queued's rank.
+QUEUED_RANK = STATUS_RANK["queued"]
 # Why the sweep ended a message Twilio never confirmed; a later status callback revives it.
 NEVER_CONFIRMED = "never confirmed by Twilio"
 
@@ -28,7 +37,7 @@ NEVER_CONFIRMED = "never confirmed by Twilio"
 UPSERT_CONTACT = """
 INSERT INTO contacts (user_id, phone_number) VALUES ($1, $2)
 ON CONFLICT (user_id, phone_number) DO UPDATE SET phone_number = excluded.phone_number
-RETURNING id, phone_number, name, opted_out
+RETURNING id, phone_number, opted_out, blocked
 """
 
 
@@ -46,7 +55,10 @@ async def set_opt_out(conn: asyncpg.Connection, user_id: str, phone_number: str,
     await conn.execute(SET_OPT_OUT, user_id, phone_number, opted_out)
 
 
-GET_CONTACT = "SELECT id, phone_number, name, opted_out FROM contacts WHERE user_id = $1 AND id = $2"
+CONTACT_NAME_COLUMNS = "name_ciphertext, name_nonce, name_sealed_at"
+GET_CONTACT = f"""
+SELECT id, user_id, phone_number, opted_out, blocked, {CONTACT_NAME_COLUMNS} FROM contacts WHERE user_id = $1 AND id = $2
+"""
 
 
 async def get_contact(conn: asyncpg.Connection, user_id: str, contact_id: uuid.UUID) -> asyncpg.Record | None:
@@ -57,18 +69,19 @@ async def get_contact(conn: asyncpg.Connection, user_id: str, contact_id: uuid.U
 
 INSERT_OUTBOUND = """
 INSERT INTO messages (id, user_id, contact_id, phone_number_id, direction, from_number, to_number,
-                      body_ciphertext, body_nonce, status, status_rank, num_segments, encoding, num_media)
-VALUES ($1, $2, $3, $4, 'outbound', $5, $6, $7, $8, 'queued', 0, $9, $10, $11)
+                      body_ciphertext, body_nonce, status, status_rank, encoding, num_media)
+VALUES ($1, $2, $3, $4, 'outbound', $5, $6, $7, $8, 'queued', 2, $9, $10)
 RETURNING created_at
 """
 
 
 async def insert_outbound(conn: asyncpg.Connection, message_id: uuid.UUID, user_id: str, contact_id: uuid.UUID,
                           number_id: uuid.UUID, from_number: str, to_number: str, sealed: tuple[bytes, bytes] | None,
-                          segments: int, encoding: str, num_media: int) -> datetime:
+                          encoding: str, num_media: int) -> datetime:
+    """num_segments stays NULL until Twilio has counted (set_twilio_counts)."""
     ciphertext, nonce = sealed or (None, None)
     created_at = await conn.fetchval(INSERT_OUTBOUND, message_id, user_id, contact_id, number_id, from_number,
-                                     to_number, ciphertext, nonce, segments, encoding, num_media)
+                                     to_number, ciphertext, nonce, encoding, num_media)
     await touch_conversation(conn, user_id, contact_id, message_id, created_at, unread=0)
     return created_at
 
@@ -76,9 +89,9 @@ async def insert_outbound(conn: asyncpg.Connection, message_id: uuid.UUID, user_
 INSERT_INBOUND = """
 INSERT INTO messages (id, user_id, contact_id, phone_number_id, sid, direction, from_number, to_number,
                       body_ciphertext, body_nonce, status, status_rank, num_segments, encoding, num_media,
-                      price_next_at)
-VALUES ($1, $2, $3, $4, $5, 'inbound', $6, $7, $8, $9, 'received', 3, $10, $11, $12,
-        now() + make_interval(secs => $13))
+                      price_next_at, read_at)
+VALUES ($1, $2, $3, $4, $5, 'inbound', $6, $7, $8, $9, 'received', 6, $10, $11, $12,
+        now() + make_interval(secs => $13), CASE WHEN $14 THEN now() END)
 ON CONFLICT (sid) DO NOTHING
 RETURNING created_at
 """
@@ -86,15 +99,17 @@ RETURNING created_at
 
 async def insert_inbound(conn: asyncpg.Connection, message_id: uuid.UUID, user_id: str, contact_id: uuid.UUID,
                          number_id: uuid.UUID, sid: str, from_number: str, to_number: str,
-                         sealed: tuple[bytes, bytes], segments: int, encoding: str, num_media: int,
-                         price_after_s: float) -> bool:
-    """Idempotent on the MessageSid: False when a retry finds the message already stored."""
+                         sealed: tuple[bytes, bytes], segments: int | None, encoding: str, num_media: int,
+                         price_after_s: float, blocked: bool = False) -> bool:
+    """Idempotent on the MessageSid: False when a retry finds the message already stored.
+    `segments` is Twilio's NumSegments. A blocked contact's message is stored already read, so
+    that it never counts as unread."""
     created_at = await conn.fetchval(INSERT_INBOUND, message_id, user_id, contact_id, number_id, sid,
                                      from_number, to_number, sealed[0], sealed[1], segments, encoding,
-                                     num_media, price_after_s)
+                                     num_media, price_after_s, blocked)
     if created_at is None:
         return False
-    await touch_conversation(conn, user_id, contact_id, message_id, created_at, unread=1)
+    await touch_conversation(conn, user_id, contact_id, message_id, created_at, unread=0 if blocked else 1)
     return True
 
 
@@ -125,19 +140,19 @@ async def set_message_sid(conn: asyncpg.Connection, message_id: uuid.UUID, sid: 
 # that was unconfirmed, or that the sweep ended as never confirmed, is queued again.
 ADOPT_MESSAGE_SID = """
 UPDATE messages m SET sid = $2,
-    status = CASE WHEN m.status = 'unconfirmed' OR m.status_rank = 3 THEN 'queued' ELSE m.status END,
-    status_rank = CASE WHEN m.status_rank = 3 THEN 0 ELSE m.status_rank END,
-    error_message = CASE WHEN m.status_rank = 3 THEN NULL ELSE m.error_message END,
+    status = CASE WHEN m.status = 'unconfirmed' OR m.status_rank = $4 THEN 'queued' ELSE m.status END,
+    status_rank = CASE WHEN m.status_rank = $4 THEN $5 ELSE m.status_rank END,
+    error_message = CASE WHEN m.status_rank = $4 THEN NULL ELSE m.error_message END,
     price_state = 'pending', updated_at = now()
 FROM (SELECT id, status FROM messages WHERE id = $1 FOR UPDATE) old
-WHERE m.id = old.id AND m.sid IS NULL AND (m.status_rank < 3 OR m.error_message = $3)
+WHERE m.id = old.id AND m.sid IS NULL AND (m.status_rank < $4 OR m.error_message = $3)
 RETURNING old.status AS old_status
 """
 
 
 async def adopt_message_sid(conn: asyncpg.Connection, message_id: uuid.UUID, sid: str) -> bool:
     """True when that confirmed a message that stood unconfirmed or failed by the sweep."""
-    old = await conn.fetchval(ADOPT_MESSAGE_SID, message_id, sid, NEVER_CONFIRMED)
+    old = await conn.fetchval(ADOPT_MESSAGE_SID, message_id, sid, NEVER_CONFIRMED, TERMINAL_RANK, QUEUED_RANK)
     return old is not None and old != "queued"
 
 
@@ -152,11 +167,11 @@ async def mark_unconfirmed(conn: asyncpg.Connection, message_id: uuid.UUID) -> b
 
 
 SWEEP_UNCONFIRMED = """
-UPDATE messages SET status = 'failed', status_rank = 3, error_message = $2, price_state = 'done',
+UPDATE messages SET status = 'failed', status_rank = $4, error_message = $2, price_state = 'done',
        updated_at = now()
 WHERE id IN (
     SELECT id FROM messages
-    WHERE sid IS NULL AND status_rank < 3 AND direction = 'outbound' AND created_at < $1
+    WHERE sid IS NULL AND status_rank < $4 AND direction = 'outbound' AND created_at < $1
     ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED
 )
 RETURNING id, user_id
@@ -164,7 +179,7 @@ RETURNING id, user_id
 
 
 async def sweep_unconfirmed(conn: asyncpg.Connection, before: datetime, limit: int) -> list[asyncpg.Record]:
-    return await conn.fetch(SWEEP_UNCONFIRMED, before, NEVER_CONFIRMED, limit)
+    return await conn.fetch(SWEEP_UNCONFIRMED, before, NEVER_CONFIRMED, limit, TERMINAL_RANK)
 
 
 OWN_MESSAGE = "SELECT id, status, sid, num_segments, encoding FROM messages WHERE user_id = $1 AND id = $2"
@@ -174,29 +189,48 @@ async def get_own_message(conn: asyncpg.Connection, user_id: str, message_id: uu
     return await conn.fetchrow(OWN_MESSAGE, user_id, message_id)
 
 
+# A canceled message was never sent: Twilio has nothing to price.
 APPLY_STATUS = """
 UPDATE messages SET status = $2, status_rank = $3, error_code = coalesce($4, error_code),
-       price_next_at = CASE WHEN $3 = 3 THEN now() + make_interval(secs => $5) ELSE price_next_at END,
+       error_message = coalesce($5, error_message),
+       price_next_at = CASE WHEN $3 >= $7 THEN now() + make_interval(secs => $6) ELSE price_next_at END,
+       price_state = CASE WHEN $2 = 'canceled' THEN 'done' ELSE price_state END,
        updated_at = now()
 WHERE id = $1 AND status_rank < $3
 """
 
 
 async def apply_status(conn: asyncpg.Connection, message_id: uuid.UUID, status: str, error_code: int | None,
-                       price_after_s: float) -> bool:
-    result = await conn.execute(APPLY_STATUS, message_id, status, STATUS_RANK[status], error_code, price_after_s)
+                       error_message: str | None, price_after_s: float) -> bool:
+    """Move the message forward to `status`; False when it is already there or beyond."""
+    result = await conn.execute(APPLY_STATUS, message_id, status, STATUS_RANK[status], error_code, error_message,
+                                price_after_s, FINAL_RANK)
     return result == "UPDATE 1"
 
 
+# Twilio's 0 means "not counted yet" (a Messaging Service before it has picked a sender).
+SET_TWILIO_COUNTS = """
+UPDATE messages SET num_segments = CASE WHEN $2 > 0 THEN $2 ELSE num_segments END,
+       error_code = coalesce($3, error_code), error_message = coalesce($4, error_message)
+WHERE id = $1
+"""
+
+
+async def set_twilio_counts(conn: asyncpg.Connection, message_id: uuid.UUID, segments: int | None,
+                            error_code: int | None = None, error_message: str | None = None) -> None:
+    """What Twilio's create response or a later fetch says: its segment count is the billed one."""
+    await conn.execute(SET_TWILIO_COUNTS, message_id, segments or 0, error_code, error_message)
+
+
 FAIL_MESSAGE = """
-UPDATE messages SET status = 'failed', status_rank = 3, error_code = $2, price_state = 'done', updated_at = now()
-WHERE id = $1 AND status_rank < 3
+UPDATE messages SET status = 'failed', status_rank = $3, error_code = $2, price_state = 'done', updated_at = now()
+WHERE id = $1 AND status_rank < $3
 """
 
 
 async def fail_message(conn: asyncpg.Connection, message_id: uuid.UUID, error_code: int | None) -> None:
     """A message Twilio never accepted: failed, and nothing to price."""
-    await conn.execute(FAIL_MESSAGE, message_id, error_code)
+    await conn.execute(FAIL_MESSAGE, message_id, error_code, TERMINAL_RANK)
 
 
 WEBHOOK_MESSAGE = "SELECT id, user_id, direction, sid FROM messages WHERE id = $1"
@@ -213,7 +247,7 @@ async def find_webhook_message(conn: asyncpg.Connection, message_id: uuid.UUID |
 
 MESSAGE_COLUMNS = """
 m.id, m.user_id, m.contact_id, m.direction, m.from_number, m.to_number, m.body_ciphertext, m.body_nonce,
-m.status, m.error_code, m.read_at, m.created_at, m.num_media, m.num_segments, m.encoding
+m.status, m.error_code, m.error_message, m.read_at, m.created_at, m.num_media, m.num_segments, m.encoding
 """
 LIST_MESSAGES = f"""
 SELECT {MESSAGE_COLUMNS} FROM messages m
@@ -231,7 +265,8 @@ async def list_messages(conn: asyncpg.Connection, user_id: str, contact_id: uuid
 
 
 LIST_CONVERSATIONS = f"""
-SELECT c.contact_id, ct.phone_number, ct.name, ct.opted_out, c.unread_count, c.last_message_at,
+SELECT c.contact_id, ct.phone_number, ct.opted_out, ct.blocked, ct.name_ciphertext, ct.name_nonce, ct.name_sealed_at,
+       c.unread_count, c.last_message_at,
        {MESSAGE_COLUMNS}
 FROM conversations c
 JOIN contacts ct ON ct.id = c.contact_id
@@ -385,7 +420,7 @@ CLAIM_DUE_PRICES = """
 UPDATE messages SET price_next_at = $1 + make_interval(secs => $3)
 WHERE id IN (
     SELECT id FROM messages
-    WHERE price_state = 'pending' AND sid IS NOT NULL AND status_rank = 3 AND price_next_at <= $1
+    WHERE price_state = 'pending' AND sid IS NOT NULL AND status_rank >= $4 AND price_next_at <= $1
     ORDER BY price_next_at LIMIT $2 FOR UPDATE SKIP LOCKED
 )
 RETURNING id, ARRAY[sid] AS legs, updated_at AS ended_at, price_attempts
@@ -394,7 +429,7 @@ RETURNING id, ARRAY[sid] AS legs, updated_at AS ended_at, price_attempts
 
 async def claim_due_prices(conn: asyncpg.Connection, now: datetime, limit: int,
                            lease_s: float) -> list[asyncpg.Record]:
-    return await conn.fetch(CLAIM_DUE_PRICES, now, limit, lease_s)
+    return await conn.fetch(CLAIM_DUE_PRICES, now, limit, lease_s, FINAL_RANK)
 
 
 SET_PRICE = """

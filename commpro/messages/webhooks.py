@@ -12,9 +12,9 @@ from twilio.twiml.messaging_response import MessagingResponse
 from commpro.appkeys import config_key, keyring_key, media_wake_key, pool_key
 from commpro.errors import ValidationError
 from commpro.events import store as events
-from commpro.messages import store
+from commpro.messages import erasure_store, store
 from commpro.messages.content import seal
-from commpro.messages.sms import encoding_and_segments, opt_keyword
+from commpro.messages.sms import encoding_and_segments, opt_keyword, twilio_count
 from commpro.numbers import store as numbers
 from commpro.webhooks import form_int, twiml, webhook_form
 
@@ -43,12 +43,13 @@ async def inbound_sms(request: web.Request) -> web.Response:
         if keyword in ("stop", "start"):
             await store.set_opt_out(conn, user, form["From"], keyword == "stop")
         key = await request.config_dict[keyring_key].data_key(conn, user, create=True)
-        encoding, segments = encoding_and_segments(body)
+        encoding, _ = encoding_and_segments(body)
+        # Twilio's NumSegments is the billed count; the price job's fetch fills it in if absent.
         inserted = await store.insert_inbound(
             conn, message_id, user, contact["id"], number["id"], form["MessageSid"], form["From"], form["To"],
-            seal(key, "body", user, message_id, body.encode()), segments, encoding, num_media,
-            config.prices.first_after_s)
-        if inserted:
+            seal(key, "body", user, message_id, body.encode()), twilio_count(form.get("NumSegments")), encoding,
+            num_media, config.prices.first_after_s, blocked=contact["blocked"])
+        if inserted and not contact["blocked"]:
             await events.publish(conn, user, "message.received",
                                  {"messageId": str(message_id), "contactId": str(contact["id"]), "numMedia": num_media})
             for i in range(num_media):
@@ -59,8 +60,10 @@ async def inbound_sms(request: web.Request) -> web.Response:
                 await store.insert_pending_media(conn, uuid.uuid4(), message_id, user,
                                                  media_sid if media_sid.startswith("ME") else None,
                                                  form.get(f"MediaContentType{i}"), url, position=i)
+            if config.messages.erase_at_twilio:  # now if there is no media to fetch first
+                await erasure_store.enqueue_if_stored(conn, message_id)
     log.info("sms_received", message_sid=form["MessageSid"], from_number=form["From"], to_number=form["To"],
-             num_media=num_media, duplicate=not inserted, keyword=keyword)
+             num_media=num_media, duplicate=not inserted, keyword=keyword, blocked=contact["blocked"])
     if inserted and num_media:
         request.config_dict[media_wake_key].set()
     return twiml(MessagingResponse())
@@ -68,7 +71,8 @@ async def inbound_sms(request: web.Request) -> web.Response:
 
 @routes.post("/webhook/status", name="webhook_message_status")
 async def message_status(request: web.Request) -> web.Response:
-    """MessageStatus only moves forward; late or repeated callbacks change nothing."""
+    """MessageStatus only moves forward (store.STATUS_RANK); late or repeated callbacks change
+    nothing. ErrorMessage is kept beside ErrorCode."""
     form = webhook_form(request, "MessageSid", "MessageStatus")
     status = form["MessageStatus"]
     if status not in store.STATUS_RANK:
@@ -80,7 +84,8 @@ async def message_status(request: web.Request) -> web.Response:
             message_id = uuid.UUID(request.query["messageId"])
         except ValueError:
             raise ValidationError(details={"messageId": "must be a UUID"}) from None
-    price_after = request.config_dict[config_key].prices.first_after_s
+    config = request.config_dict[config_key]
+    price_after = config.prices.first_after_s
     async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
         message = await store.find_webhook_message(conn, message_id, form["MessageSid"])
         if message is None:
@@ -92,7 +97,11 @@ async def message_status(request: web.Request) -> web.Response:
             log.info("message_confirmed_by_webhook", message_id=str(message["id"]), message_sid=form["MessageSid"])
             await events.publish(conn, message["user_id"], "message.status",
                                  {"messageId": str(message["id"]), "status": "queued"})
-        if await store.apply_status(conn, message["id"], status, error_code, price_after):
+        if await store.apply_status(conn, message["id"], status, error_code, form.get("ErrorMessage") or None,
+                                    price_after):
             await events.publish(conn, message["user_id"], "message.status",
                                  {"messageId": str(message["id"]), "status": status})
+            if (config.messages.erase_at_twilio and message["direction"] == "outbound"
+                    and store.STATUS_RANK[status] >= store.FINAL_RANK):
+                await erasure_store.enqueue_final(conn, message["id"])
     return web.Response(status=204)

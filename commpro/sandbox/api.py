@@ -56,10 +56,15 @@ def authorized(request: web.Request) -> bool:
     )
 
 
+# Hosts that serve public links, like Twilio's CDN and S3: no account credentials.
+PUBLIC_ROUTES = frozenset({"sandbox_media_host", "sandbox_s3_media"})
+# A message's body may be redacted once nothing more will happen to it.
+FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "received", "read", "canceled"})
+
+
 @web.middleware
 async def basic_auth_middleware(request: web.Request, handler) -> web.StreamResponse:
-    # The media host serves signed, public links, like Twilio's CDN.
-    if request.match_info.route.name != "sandbox_media_host" and not authorized(request):
+    if request.match_info.route.name not in PUBLIC_ROUTES and not authorized(request):
         return twilio_error(401, 20003, "Authentication Error - invalid username")
     account = request.match_info.get("account_sid")
     if account is not None and account != _state(request).account_sid:
@@ -155,6 +160,35 @@ async def fetch_message(request: web.Request) -> web.Response:
     return web.json_response(message.json())
 
 
+@routes.post(ACCOUNT + "/Messages/{sid}.json", name="sandbox_update_message")
+async def update_message(request: web.Request) -> web.Response:
+    """Body="" redacts a final message's body, as on Twilio; the rest of the record stays."""
+    state, message = _state(request), _message(request)
+    if message is None:
+        return not_found()
+    form = await request.post()
+    if form.get("Body") != "" or "Status" in form:
+        return twilio_error(400, 30400, "Parameters are not valid: only an empty Body (redaction) is supported")
+    if message.status not in FINAL_STATUSES:
+        # The sandbox's choice of code: Twilio redacts only post-flight messages.
+        return twilio_error(400, 30400, "The message is not final yet: its body cannot be redacted")
+    message.body, message.redacted, message.updated = "", True, now()
+    state.erasures.append(("redact", message.sid))
+    return web.json_response(message.json())
+
+
+@routes.delete(ACCOUNT + "/Messages/{sid}/Media/{media_sid}.json", name="sandbox_delete_media")
+async def delete_media(request: web.Request) -> web.Response:
+    state, message = _state(request), _message(request)
+    media = state.media.get(request.match_info["media_sid"])
+    if message is None or media is None or media.message_sid != message.sid:
+        return not_found()
+    del state.media[media.sid]
+    message.media.remove(media)
+    state.erasures.append(("delete-media", media.sid))
+    return web.Response(status=204)
+
+
 @routes.get(ACCOUNT + "/Messages/{sid}/Media.json", name="sandbox_list_media")
 async def list_media(request: web.Request) -> web.Response:
     message = _message(request)
@@ -179,12 +213,18 @@ async def fetch_media(request: web.Request) -> web.Response:
 
 @routes.get(ACCOUNT + "/Messages/{sid}/Media/{media_sid}", name="sandbox_media_content")
 async def media_content(request: web.Request) -> web.Response:
-    """Twilio answers a media URL with a redirect to its media host; the sandbox does the same."""
-    media = _state(request).media.get(request.match_info["media_sid"])
+    """Twilio answers a media URL with a redirect to its media host (or S3 for older media); the
+    sandbox does the same. Its S3 stand-in is under another host name (localhost)."""
+    state = _state(request)
+    media = state.media.get(request.match_info["media_sid"])
     if media is None or media.message_sid != request.match_info["sid"]:
         return not_found()
-    location = request.app.router["sandbox_media_host"].url_for(media_sid=media.sid)
-    raise web.HTTPTemporaryRedirect(location=str(request.url.join(location)))
+    if state.media_redirect == "s3":
+        location = request.app.router["sandbox_s3_media"].url_for(bucket="com.twilio.music.media", media_sid=media.sid)
+        target = request.url.with_host("localhost").join(location)
+    else:
+        target = request.url.join(request.app.router["sandbox_media_host"].url_for(media_sid=media.sid))
+    raise web.HTTPTemporaryRedirect(location=str(target))
 
 
 @routes.get("/media-host/{media_sid}", name="sandbox_media_host")
@@ -196,6 +236,20 @@ async def media_host(request: web.Request) -> web.Response:
     media = state.media.get(request.match_info["media_sid"])
     if media is None:
         raise web.HTTPNotFound()
+    return web.Response(body=media.data, content_type=media.content_type)
+
+
+@routes.get("/s3-external-1/{bucket}/{media_sid}", name="sandbox_s3_media")
+async def s3_media(request: web.Request) -> web.Response:
+    """Like S3 serving a presigned link: account credentials sent along are an error."""
+    if "Authorization" in request.headers:
+        return web.Response(status=400, text="<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism "
+                            "allowed</Message></Error>", content_type="application/xml")
+    state = _state(request)
+    media = state.media.get(request.match_info["media_sid"])
+    if media is None:
+        return web.Response(status=404, text="<Error><Code>NoSuchKey</Code></Error>", content_type="application/xml")
+    state.s3_downloads += 1
     return web.Response(body=media.data, content_type=media.content_type)
 
 

@@ -1,8 +1,10 @@
 """How the sandbox plays Twilio after a create call: signed callbacks, TwiML, recordings.
 
-Every request it sends to the service is signed with the account's auth token exactly as Twilio
-signs (twilio's RequestValidator.compute_signature over the URL and the sorted form), so the
-service's webhook guard sees no difference.
+Every request it sends to the service is signed exactly as Twilio signs (twilio's
+RequestValidator.compute_signature over the URL and the sorted form): with the account's auth
+token, or, when twilio.webhook_signing_key is set, with that shared key under HMAC-SHA256 and
+the X-Twilio-Webhooks-Signature-Settings header, so the service's webhook guard sees no
+difference.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 import structlog
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import HMAC_SHA256, SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER, RequestValidator
 
 from commpro.sandbox import magic
 from commpro.sandbox.state import (
@@ -34,6 +36,7 @@ TERMINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 # The verbs the sandbox understands; anything else makes the document invalid, as on Twilio.
 VERBS = frozenset({"Say", "Play", "Pause", "Hangup", "Reject", "Dial", "Record", "Redirect", "Gather"})
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
+SANDBOX_SIGNING_KEY_ID = "webhooks_sharedkey_sandbox"
 
 
 class InvalidTwiML(Exception):
@@ -49,8 +52,13 @@ class PostResult:
 async def post_signed(state: SandboxState, url: str, params: dict[str, Any]) -> PostResult:
     """POST a form to the service, signed like Twilio; never raises for HTTP or network errors."""
     form = {k: str(v) for k, v in params.items() if v is not None}
-    signature = RequestValidator(state.config.twilio.auth_token).compute_signature(url, form)
-    headers = {"X-Twilio-Signature": signature, "User-Agent": "TwilioProxy/1.1 (commpro sandbox)"}
+    headers = {"User-Agent": "TwilioProxy/1.1 (commpro sandbox)"}
+    shared_key = state.config.twilio.webhook_signing_key
+    if shared_key:
+        headers[SIGNATURE_SETTINGS_HEADER] = f"key={SANDBOX_SIGNING_KEY_ID},algorithm={HMAC_SHA256}"
+        headers[SIGNATURE_HEADER] = RequestValidator(shared_key).compute_signature(url, form, HMAC_SHA256)
+    else:
+        headers[SIGNATURE_HEADER] = RequestValidator(state.config.twilio.auth_token).compute_signature(url, form)
     try:
         async with state.session.post(url, data=form, headers=headers, timeout=HTTP_TIMEOUT) as resp:
             return PostResult(resp.status, await resp.text())
@@ -295,4 +303,5 @@ async def set_message_status(state: SandboxState, message: SandboxMessage, statu
             "From": message.from_,
             "To": message.to,
             "ErrorCode": message.error_code,
+            "ErrorMessage": message.error_message,
         })

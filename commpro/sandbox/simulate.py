@@ -86,7 +86,8 @@ async def control(request: web.Request) -> web.Response:
     {"pricesNow": true} prices every ended call and message at once instead of after
     price_after_s; {"mediaFailures": n} makes the next n media downloads fail with a 500;
     {"summaryErrors": [404, 429]} makes the next summary requests fail so, in order;
-    {"summariesComplete": true} makes every summary complete at once;
+    {"summariesComplete": true} makes every summary complete at once; {"mediaRedirect": "s3"}
+    makes media URLs redirect to an S3-like host instead of the media host ("cdn");
     {"createFaults": ["late", "drop", "hang"], "faultDelayS": 2} makes the next creates answer
     late, drop the connection, or hang (sandbox/faults.py)."""
     state = request.app[sandbox_state_key]
@@ -120,6 +121,11 @@ async def control(request: web.Request) -> web.Response:
         if not isinstance(delay, int | float) or not 0 <= delay <= 60:
             raise web.HTTPBadRequest(reason="faultDelayS is a number of seconds from 0 to 60")
         state.fault_delay_s = float(delay)
+    redirect = data.get("mediaRedirect")
+    if redirect is not None:
+        if redirect not in ("cdn", "s3"):
+            raise web.HTTPBadRequest(reason="mediaRedirect is 'cdn' or 's3'")
+        state.media_redirect = redirect
     failures = data.get("mediaFailures")
     if failures is not None:
         if not isinstance(failures, int) or failures < 0:

@@ -139,12 +139,19 @@ class SandboxMessage:
     error_code: int | None = None
     error_message: str | None = None
     price_at: datetime | None = None
+    # Counted when the message is created, as on Twilio: a redaction later keeps the count.
+    num_segments: int = 0
+    # True once the body was redacted (POST Messages/{sid} with Body="").
+    redacted: bool = False
+
+    def __post_init__(self) -> None:
+        self.num_segments = self.num_segments or segments(self.body)
 
     @property
     def price(self) -> str | None:
         if self.price_at is None or now() < self.price_at:
             return None
-        return f"{-0.0079 * segments(self.body):.5f}"
+        return f"{-0.0079 * self.num_segments:.5f}"
 
     @property
     def num_media(self) -> int:
@@ -154,7 +161,7 @@ class SandboxMessage:
         base = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{self.sid}"
         return {
             "body": self.body,
-            "num_segments": str(segments(self.body)),
+            "num_segments": str(self.num_segments),
             "direction": self.direction,
             "from": self.from_,
             "to": self.to,
@@ -208,7 +215,8 @@ class SandboxRecording:
 
 
 def segments(body: str) -> int:
-    """How many SMS segments Twilio would bill (GSM-7: 160/153, UCS-2: 70/67)."""
+    """How many SMS segments the sandbox bills (GSM-7: 160/153, UCS-2: 70/67). Its own, cruder
+    rule (only ASCII counts as GSM-7): CommPro stores whatever count "Twilio" gives."""
     gsm = all(ord(c) < 128 for c in body)
     single, multi = (160, 153) if gsm else (70, 67)
     if len(body) <= single:
@@ -230,6 +238,13 @@ class SandboxState:
     summary_fetches: dict[str, int] = field(default_factory=dict)
     # Call fetches by SID (the price job's work).
     call_fetches: dict[str, int] = field(default_factory=dict)
+    # Where media URLs redirect: "cdn" (the sandbox's media host) or "s3" (an S3-like host
+    # under another name, as Twilio does for media stored before HTTP authentication).
+    media_redirect: str = "cdn"
+    # Media files served by the S3-like host.
+    s3_downloads: int = 0
+    # What was erased, in order: ("redact", message SID) and ("delete-media", media SID).
+    erasures: list[tuple[str, str]] = field(default_factory=list)
     calls: dict[str, SandboxCall] = field(default_factory=dict)
     messages: dict[str, SandboxMessage] = field(default_factory=dict)
     media: dict[str, SandboxMedia] = field(default_factory=dict)
