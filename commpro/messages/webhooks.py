@@ -9,11 +9,14 @@ import structlog
 from aiohttp import web
 from twilio.twiml.messaging_response import MessagingResponse
 
-from commpro.appkeys import config_key, keyring_key, media_wake_key, pool_key
+from commpro import jobs
+from commpro.appkeys import config_key, jobs_key, keyring_key, pool_key
 from commpro.errors import ValidationError
 from commpro.events import store as events
 from commpro.messages import store
 from commpro.messages.content import seal
+from commpro.messages.media import MEDIA_FETCH
+from commpro.messages.prices import PRICES
 from commpro.messages.sms import encoding_and_segments, opt_keyword
 from commpro.numbers import store as numbers
 from commpro.webhooks import form_int, twiml, webhook_form
@@ -46,23 +49,24 @@ async def inbound_sms(request: web.Request) -> web.Response:
         encoding, segments = encoding_and_segments(body)
         inserted = await store.insert_inbound(
             conn, message_id, user, contact["id"], number["id"], form["MessageSid"], form["From"], form["To"],
-            seal(key, "body", user, message_id, body.encode()), segments, encoding, num_media,
-            config.prices.first_after_s)
+            seal(key, "body", user, message_id, body.encode()), segments, encoding, num_media)
         if inserted:
+            await jobs.enqueue(conn, PRICES.kind, str(message_id), after_s=config.prices.first_after_s)
             await events.publish(conn, user, "message.received",
                                  {"messageId": str(message_id), "contactId": str(contact["id"]), "numMedia": num_media})
             for i in range(num_media):
                 url = form.get(f"MediaUrl{i}")
                 if not url:
                     continue
-                media_sid = url.rstrip("/").rsplit("/", 1)[-1]
-                await store.insert_pending_media(conn, uuid.uuid4(), message_id, user,
+                media_sid, media_id = url.rstrip("/").rsplit("/", 1)[-1], uuid.uuid4()
+                await store.insert_pending_media(conn, media_id, message_id, user,
                                                  media_sid if media_sid.startswith("ME") else None,
                                                  form.get(f"MediaContentType{i}"), url, position=i)
+                await jobs.enqueue(conn, MEDIA_FETCH, str(media_id))
     log.info("sms_received", message_sid=form["MessageSid"], from_number=form["From"], to_number=form["To"],
              num_media=num_media, duplicate=not inserted, keyword=keyword)
     if inserted and num_media:
-        request.config_dict[media_wake_key].set()
+        request.config_dict[jobs_key].wake(MEDIA_FETCH)
     return twiml(MessagingResponse())
 
 
@@ -87,7 +91,9 @@ async def message_status(request: web.Request) -> web.Response:
             log.info("status_for_unknown_message", message_sid=form["MessageSid"], status=status)
             return web.Response(status=204)
         await store.set_message_sid(conn, message["id"], form["MessageSid"])
-        if await store.apply_status(conn, message["id"], status, error_code, price_after):
+        if await store.apply_status(conn, message["id"], status, error_code):
             await events.publish(conn, message["user_id"], "message.status",
                                  {"messageId": str(message["id"]), "status": status})
+            if store.STATUS_RANK[status] == store.TERMINAL_RANK:
+                await jobs.enqueue(conn, PRICES.kind, str(message["id"]), after_s=price_after)
     return web.Response(status=204)
