@@ -200,7 +200,12 @@ async def _round(app: web.Application, kind: Kind, now: datetime) -> tuple[int, 
         return ran
 
     try:
-        ran = sum(await asyncio.gather(*(one(row) for row in rows)))
+        # Every job ends before the round does, even when one's outcome could not be written
+        # (the database away): that one stays unsettled and is handed back below.
+        results = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
+        for error in (r for r in results if isinstance(r, BaseException)):
+            log.error("job_outcome_not_recorded", kind=kind.name, error=type(error).__name__)
+        ran = sum(r for r in results if r is True)
     finally:
         renewal.cancel()
         # wait(), not `await renewal`: a cancellation of this round must not be swallowed here.
