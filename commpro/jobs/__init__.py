@@ -210,7 +210,7 @@ async def _round(app: web.Application, kind: Kind, now: datetime) -> tuple[int, 
         renewal.cancel()
         # wait(), not `await renewal`: a cancellation of this round must not be swallowed here.
         await asyncio.wait([renewal])
-        if unsettled:  # cancelled (shutdown): hand the rest back rather than sit on the lease
+        if unsettled:  # cancelled (shutdown), or an outcome not written: hand those back at once
             async with pool.acquire() as conn:
                 await store.release(conn, token, list(unsettled))
             log.info("jobs_released", kind=kind.name, count=len(unsettled))
