@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from aiohttp import web
 
 from commpro import ops
 from commpro.appkeys import (
-    alert_wake_key,
     config_key,
+    jobs_key,
     keyring_key,
-    media_round_key,
-    media_wake_key,
     metrics_key,
     sandbox_state_key,
     started_at_key,
@@ -22,30 +19,46 @@ from commpro.appkeys import (
 from commpro.auth import auth_middleware
 from commpro.calls import routes as call_routes
 from commpro.calls import webhooks as call_webhooks
-from commpro.calls.prices import PRICES as CALL_PRICES
+from commpro.calls.prices import call_prices
 from commpro.contacts import routes as contact_routes
 from commpro.db import pool_ctx
 from commpro.errors import error_middleware
-from commpro.events import hub_ctx, retention_job
+from commpro.events import events_retention, hub_ctx
 from commpro.events import routes as event_routes
-from commpro.guards import key_retention_job
+from commpro.guards import idempotency_retention
+from commpro.jobs import JobQueue, jobs_ctx
+from commpro.jobs.retention import jobs_retention, rate_limits_retention
 from commpro.keys import KeyRing
 from commpro.logs import access_middleware
 from commpro.messages import media as message_media
 from commpro.messages import routes as message_routes
 from commpro.messages import webhooks as message_webhooks
-from commpro.messages.erasure import erasure_job
-from commpro.messages.prices import PRICES as MESSAGE_PRICES
+from commpro.messages.erasure import twilio_erasure
+from commpro.messages.prices import message_prices
 from commpro.metrics import Metrics
 from commpro.numbers import routes as number_routes
-from commpro.prices import price_job
 from commpro.quality import routes as quality_routes
-from commpro.quality.delivery import delivery_job
-from commpro.quality.poller import quality_job
+from commpro.quality.delivery import alert_webhook
+from commpro.quality.poller import voice_insights
 from commpro.settings import Config
 from commpro.twilio_gateway import TwilioGateway, twilio_ctx
-from commpro.unconfirmed import sweep_job
+from commpro.unconfirmed import unconfirmed_sweep
 from commpro.webhooks import webhook_guard
+
+# Every kind of background job (commpro.jobs): a factory from the config to its Kind.
+JOB_KINDS = (
+    call_prices,
+    message_prices,
+    message_media.media_fetch,
+    voice_insights,
+    alert_webhook,
+    twilio_erasure,
+    unconfirmed_sweep,
+    events_retention,
+    idempotency_retention,
+    rate_limits_retention,
+    jobs_retention,
+)
 
 
 def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Application:
@@ -60,22 +73,14 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app[tasks_key] = {}
     app[started_at_key] = time.monotonic()
     app[keyring_key] = KeyRing(config.crypto)
-    app[media_wake_key] = asyncio.Event()
-    app[media_round_key] = asyncio.Condition()
-    app[alert_wake_key] = asyncio.Event()
     app[metrics_key] = Metrics()
+    app[jobs_key] = JobQueue()
+    for kind in JOB_KINDS:
+        app[jobs_key].register(kind(config))
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(twilio_ctx(twilio))
     app.cleanup_ctx.append(hub_ctx)
-    app.cleanup_ctx.append(retention_job(config.events.retention_interval_s))
-    app.cleanup_ctx.append(price_job(CALL_PRICES, config.prices.poll_interval_s))
-    app.cleanup_ctx.append(price_job(MESSAGE_PRICES, config.prices.poll_interval_s))
-    app.cleanup_ctx.append(message_media.media_fetch_job(config.messages.fetch_interval_s))
-    app.cleanup_ctx.append(erasure_job(config.messages.erase_interval_s))
-    app.cleanup_ctx.append(quality_job(config.quality.poll_interval_s))
-    app.cleanup_ctx.append(delivery_job(config.alerts.delivery_interval_s))
-    app.cleanup_ctx.append(sweep_job(config.idempotency.sweep_interval_s))
-    app.cleanup_ctx.append(key_retention_job(config.idempotency.sweep_interval_s))
+    app.cleanup_ctx.append(jobs_ctx)
     app.add_routes(ops.routes)
     app.add_routes(event_routes.routes)
     app.add_routes(number_routes.routes)

@@ -16,6 +16,7 @@ from commpro.settings import Config
 
 if TYPE_CHECKING:  # for annotations only: both modules import this one
     from commpro.events import EventHub
+    from commpro.jobs import JobQueue
     from commpro.keys import KeyRing
     from commpro.metrics import Metrics
     from commpro.sandbox.state import SandboxState
@@ -29,12 +30,8 @@ tasks_key = web.AppKey("tasks_key", dict[str, asyncio.Task])
 started_at_key = web.AppKey("started_at_key", float)
 sandbox_state_key: web.AppKey[SandboxState] = web.AppKey("sandbox_state_key")
 keyring_key: web.AppKey[KeyRing] = web.AppKey("keyring_key")
-# Set when inbound media is waiting, so the fetcher need not wait for its next round.
-media_wake_key = web.AppKey("media_wake_key", asyncio.Event)
-# Notified after each round of the media fetcher, for whoever waits on a download.
-media_round_key = web.AppKey("media_round_key", asyncio.Condition)
-# Set when an alert waits for its webhook delivery.
-alert_wake_key = web.AppKey("alert_wake_key", asyncio.Event)
+# The job kinds this process runs (commpro.jobs), and how to wake their loops.
+jobs_key: web.AppKey[JobQueue] = web.AppKey("jobs_key")
 hub_key: web.AppKey[EventHub] = web.AppKey("hub_key")
 metrics_key: web.AppKey[Metrics] = web.AppKey("metrics_key")
 

@@ -251,12 +251,17 @@ def _validate(config: Config, origin: dict) -> Config:
         ("messages", "fetch_attempts", config.messages.fetch_attempts, 1),
         ("crypto", "key_cache_size", config.crypto.key_cache_size, 1),
         ("voice", "ring_timeout_s", config.voice.ring_timeout_s, 5),
+        ("jobs", "lease_s", config.jobs.lease_s, 1),
+        ("jobs", "jitter", config.jobs.jitter, 0),
+        ("jobs", "rate_limit_idle_s", config.jobs.rate_limit_idle_s, 60),
     ):
         if value < low:
             errors.append(f"{where(section, key)}: must be at least {low}, got {value}")
     if config.idempotency.lease_s <= config.twilio.timeout_s:
         errors.append(f"{where('idempotency', 'lease_s')}: must be longer than twilio.timeout_s "
                       f"({config.twilio.timeout_s:g}), or a slow request would lose its key mid-way")
+    if config.jobs.jitter >= 1:
+        errors.append(f"{where('jobs', 'jitter')}: must be below 1, got {config.jobs.jitter}")
     if config.database.pool_min > config.database.pool_max:
         errors.append(f"{where('database', 'pool_min')}: larger than database.pool_max")
     for key_name, values in (("master_key", [config.crypto.master_key]),

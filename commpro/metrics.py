@@ -2,7 +2,9 @@
 
 What is counted where: requests in the access middleware, webhook signature rejections in the
 webhook guard, Twilio API calls in the gateway, quality alerts in the poller, and at scrape time
-the pool connections in use and how long ago each background loop last succeeded.
+the pool connections in use and how long ago each background loop last succeeded. Jobs are
+counted by the job runner (runs by outcome, failed attempts); their due, running, given-up
+counts and lag are read from the database when /metrics or /status asks (commpro.jobs.job_stats).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -31,11 +33,31 @@ class Metrics:
             ["operation", "outcome"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.quality_alerts = Counter(
             "commpro_quality_alerts", "Quality alerts raised, by kind", ["kind"], registry=self.registry)
+        self.job_runs = Counter(
+            "commpro_job_runs", "Job runs by kind and outcome (done, later, retry, gave_up, lease_lost)",
+            ["kind", "outcome"], registry=self.registry)
+        self.job_failures = Counter(
+            "commpro_job_failures", "Job attempts that failed, by kind", ["kind"], registry=self.registry)
+        self.jobs_due = Gauge("commpro_jobs_due", "Jobs due and not running, by kind", ["kind"],
+                              registry=self.registry)
+        self.jobs_running = Gauge("commpro_jobs_running", "Jobs running under a lease, by kind", ["kind"],
+                                  registry=self.registry)
+        self.jobs_failed = Gauge("commpro_jobs_failed", "Jobs given up and not yet purged, by kind", ["kind"],
+                                 registry=self.registry)
+        self.jobs_lag = Gauge("commpro_jobs_lag_seconds", "How long the oldest due job of each kind has waited",
+                              ["kind"], registry=self.registry)
         self.live = _Live()
         self.registry.register(self.live)
 
     def job_succeeded(self, name: str) -> None:
         self.live.last_success[name] = time.monotonic()
+
+    def observe_jobs(self, figures: dict[str, dict[str, float]]) -> None:
+        for kind, f in figures.items():
+            self.jobs_due.labels(kind).set(f["due"])
+            self.jobs_running.labels(kind).set(f["running"])
+            self.jobs_failed.labels(kind).set(f["failed"])
+            self.jobs_lag.labels(kind).set(f["lagSec"])
 
 
 class _Live(Collector):

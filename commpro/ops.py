@@ -14,6 +14,7 @@ from commpro import __version__
 from commpro.appkeys import config_key, metrics_key, pool_key, started_at_key, tasks_key, twilio_key
 from commpro.auth import auth_for_path
 from commpro.errors import ServiceUnavailable, Unauthorized
+from commpro.jobs import job_stats
 
 routes = web.RouteTableDef()
 READY_TIMEOUT_S = 2.0
@@ -47,6 +48,7 @@ async def status(request: web.Request) -> web.Response:
     twilio = request.config_dict[twilio_key]
     latency = await _database_latency_ms(request)
     tasks = request.config_dict.get(tasks_key, {})
+    jobs = await _job_stats(request)
     return web.json_response(
         {
             "service": "commpro",
@@ -55,8 +57,10 @@ async def status(request: web.Request) -> web.Response:
             "uptimeSec": round(time.monotonic() - request.config_dict[started_at_key], 1),
             "database": {"ok": latency is not None, "latencyMs": latency},
             "twilio": {"mode": twilio.mode},
+            # Each job kind's loop with its queue: due, running, given up, and the lag.
             "backgroundTasks": [
-                {"name": name, "running": not task.done()} for name, task in sorted(tasks.items())
+                {"name": name, "running": not task.done(), **({"jobs": jobs[name]} if name in jobs else {})}
+                for name, task in sorted(tasks.items())
             ],
             "endpoints": endpoint_table(app),
         }
@@ -69,8 +73,16 @@ async def metrics(request: web.Request) -> web.Response:
     token = request.config_dict[config_key].metrics.token
     if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
         raise Unauthorized("This endpoint needs the metrics token")
+    await _job_stats(request)  # sets the jobs' gauges
     body = generate_latest(request.config_dict[metrics_key].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _job_stats(request: web.Request) -> dict[str, dict[str, float]]:
+    try:
+        return await job_stats(request.app)
+    except Exception:  # noqa: BLE001 - the dashboard and metrics still answer without the database
+        return {}
 
 
 def endpoint_table(app: web.Application) -> list[dict[str, str | None]]:

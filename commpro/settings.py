@@ -178,6 +178,19 @@ class EventSettings:
 
 
 @dataclass(frozen=True)
+class JobSettings:
+    # A claim's lease; renewed every third of it while the job runs.
+    lease_s: float = 60.0
+    # Each retry delay is shortened at random by up to this fraction, so retries spread out.
+    jitter: float = 0.2
+    # Finished and given-up jobs are kept this long (for /status and inspection), then purged.
+    retention_s: float = 7 * 86400
+    retention_interval_s: float = 3600
+    # Rate-limit buckets untouched this long are purged (a bucket refills in a minute).
+    rate_limit_idle_s: float = 3600
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     # When set, GET /metrics needs "Authorization: Bearer <token>".
     token: str = field(default="", repr=False)
@@ -201,6 +214,7 @@ class Config:
     quality: QualitySettings = QualitySettings()
     alerts: AlertSettings = AlertSettings()
     events: EventSettings = EventSettings()
+    jobs: JobSettings = JobSettings()
     metrics: MetricsSettings = MetricsSettings()
     # Warnings to log once logging is up (generated dev secrets, ...).
     notices: tuple[str, ...] = ()

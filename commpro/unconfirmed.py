@@ -13,10 +13,11 @@ import structlog
 from aiohttp import web
 
 from commpro.appkeys import config_key, pool_key
-from commpro.background import periodic
 from commpro.calls import store as calls
 from commpro.events import store as events
+from commpro.jobs import Job, Kind
 from commpro.messages import store as messages
+from commpro.settings import Config
 
 log = structlog.get_logger("commpro.unconfirmed")
 BATCH = 200
@@ -42,11 +43,13 @@ async def sweep_unconfirmed(state: Mapping, kind: str, now: datetime | None = No
     return len(ended)
 
 
-async def sweep(app: web.Application) -> None:
+async def sweep(app: web.Application, job: Job) -> None:
     for kind in ("calls", "messages"):
-        while await sweep_unconfirmed(app, kind) == BATCH:
+        while await sweep_unconfirmed(app, kind, job.now) == BATCH:
             pass
 
 
-def sweep_job(interval_s: float):
-    return periodic("unconfirmed-sweep", interval_s, sweep)
+def unconfirmed_sweep(config: Config) -> Kind:
+    """A recurring job, every idempotency.sweep_interval_s."""
+    every_s = config.idempotency.sweep_interval_s
+    return Kind("unconfirmed-sweep", sweep, poll_s=min(every_s, 60), every_s=every_s, lease_s=config.jobs.lease_s)

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from commpro.calls import store
 from commpro.calls.prices import PRICES
-from commpro.prices import fetch_due_prices
+from commpro.jobs import run_due
+from commpro.jobs.store import get_job
 from tests.conftest import new_user
 
 DEST = "+447911123456"
@@ -142,17 +143,17 @@ async def test_price_is_fetched_after_the_call_and_sums_the_legs(start_service):
     await service.sandbox_idle()
     later = datetime.now(UTC) + timedelta(minutes=10)
     # Twilio has no price yet: nothing stored, retried later.
-    assert await fetch_due_prices(service.app, PRICES, now=later) == 0
+    assert await run_due(service.app, PRICES.kind, now=later) == 0
     async with service.pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT price_state, price_attempts, price_next_at FROM calls WHERE id = $1",
-                                  uuid.UUID(call_id))
-    assert (row["price_state"], row["price_attempts"]) == ("pending", 1) and row["price_next_at"] > later
+        state = await conn.fetchval("SELECT price_state FROM calls WHERE id = $1", uuid.UUID(call_id))
+        job = await get_job(conn, PRICES.kind, call_id)
+    assert (state, job["state"], job["attempts"]) == ("pending", "pending", 1) and job["run_at"] > later
     await service.sandbox_control(pricesNow=True)
-    assert await fetch_due_prices(service.app, PRICES, now=row["price_next_at"]) == 1
+    assert await run_due(service.app, PRICES.kind, now=job["run_at"]) == 1
     call = await (await service.client.get(f"/api/calls/{call_id}", headers=service.auth(user))).json()
     # Two legs of 7 s, each billed one minute at 0.013.
     assert (call["price"], call["priceUnit"]) == ("-0.02600", "USD")
-    assert await fetch_due_prices(service.app, PRICES, now=row["price_next_at"] + timedelta(days=1)) == 0
+    assert await run_due(service.app, PRICES.kind, now=job["run_at"] + timedelta(days=1)) == 0
 
 
 async def test_price_gives_up_after_the_window(start_service):
@@ -165,11 +166,13 @@ async def test_price_gives_up_after_the_window(start_service):
     await service.sandbox_idle()
     now = datetime.now(UTC) + timedelta(minutes=1)
     for _ in range(10):
-        await fetch_due_prices(service.app, PRICES, now=now)
+        await run_due(service.app, PRICES.kind, now=now)
         now += timedelta(hours=1)
     async with service.pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT price_state, price, price_attempts FROM calls WHERE id = $1", call_id)
-    assert row["price_state"] == "gave_up" and row["price"] is None and row["price_attempts"] <= 3
+        row = await conn.fetchrow("SELECT price_state, price FROM calls WHERE id = $1", call_id)
+        job = await get_job(conn, PRICES.kind, str(call_id))
+    assert row["price_state"] == "gave_up" and row["price"] is None
+    assert job["state"] == "failed" and job["attempts"] <= 3 and "within 600 s" in job["last_error"]
 
 
 async def test_mobile_token(start_service):

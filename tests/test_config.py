@@ -81,6 +81,10 @@ def test_every_named_variable_reaches_its_setting(toml):
         ({"PUBLIC_BASE_URL": "commpro.example.com"}, "PUBLIC_BASE_URL"),
         ({"COMMPRO_MASTER_KEY": "short"}, "COMMPRO_MASTER_KEY"),
         ({"COMMPRO_NOPE_THING": "1"}, "COMMPRO_NOPE_THING"),
+        ({"COMMPRO_JOBS_JITTER": "1.5"}, "COMMPRO_JOBS_JITTER"),
+        ({"COMMPRO_JOBS_JITTER": "-0.1"}, "COMMPRO_JOBS_JITTER"),
+        ({"COMMPRO_JOBS_LEASE_S": "0.5"}, "COMMPRO_JOBS_LEASE_S"),
+        ({"COMMPRO_JOBS_RATE_LIMIT_IDLE_S": "30"}, "COMMPRO_JOBS_RATE_LIMIT_IDLE_S"),
     ],
 )
 def test_invalid_values_name_their_key(toml, env, named):

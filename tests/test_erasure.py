@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
-from commpro.messages import erasure_store
-from commpro.messages.erasure import LEASE_S, erase_due
+from commpro.jobs import run_due
 from commpro.sandbox.state import SandboxMedia, SandboxMessage, new_sid
 from tests.conftest import new_user, python_env
 from tests.test_messages import PEER, conversation, conversations, inbound, send
@@ -31,7 +30,7 @@ async def erased(service, sid: str, now: datetime | None = None) -> bool:
     """Run erasure rounds until the row of `sid` is done: the database is shared, so a round
     may claim other tests' rows first."""
     for _ in range(50):
-        await erase_due(service.app, now=now)
+        await run_due(service.app, "twilio-erasure", now=now)
         row = await erasure_row(service, sid)
         if row is not None and row["state"] == "done":
             return True
@@ -127,29 +126,16 @@ async def test_a_message_not_final_at_twilio_is_retried(start_service):
     async with service.pool.acquire() as conn:
         await conn.execute("INSERT INTO twilio_erasures (message_sid, user_id, reason) VALUES ($1, $2, 'shred')",
                            held.sid, user)
+    async with service.pool.acquire() as conn:
+        await conn.execute("INSERT INTO jobs (kind, key) VALUES ('twilio-erasure', $1)", held.sid)
     now = datetime.now(UTC)
-    await erase_due(service.app, now=now)
+    await run_due(service.app, "twilio-erasure", now=now)
     row = await erasure_row(service, held.sid)
     assert (row["state"], row["attempts"]) == ("pending", 1) and "not final" in row["last_error"]
     assert held.body == "en vol"
     held.status = "delivered"
-    assert await erased(service, held.sid, now=now + timedelta(seconds=LEASE_S + 60))
+    assert await erased(service, held.sid, now=now + timedelta(seconds=120))
     assert held.redacted
-
-
-async def test_a_lease_that_ran_out_is_taken_up_again(start_service):
-    """A worker that claimed a row and died: the row is due again once its lease has passed."""
-    service = await start_service(**ERASE)
-    user = new_user()
-    number = await service.add_number(user)
-    sid = await simulate_sms(service, number, "repris")
-    now = datetime.now(UTC)
-    async with service.pool.acquire() as conn:
-        claimed = await erasure_store.claim_due(conn, now, 1000, LEASE_S)
-    assert sid in {r["message_sid"] for r in claimed}
-    await erase_due(service.app, now=now)
-    assert (await erasure_row(service, sid))["state"] == "pending"  # leased: not done twice at once
-    assert await erased(service, sid, now=now + timedelta(seconds=LEASE_S + 1))
 
 
 async def inbound_mms(service, twilio, number: str) -> str:

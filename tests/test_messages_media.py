@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from commpro.appkeys import media_round_key
+from commpro.appkeys import jobs_key
 from commpro.errors import BadGateway
-from commpro.messages.media import signed_media_url
+from commpro.messages.media import MEDIA_FETCH, signed_media_url
 from commpro.sandbox.state import SandboxMedia, new_sid
 from commpro.twilio_gateway import build_gateway
 from tests.conftest import WAIT_S, new_user
@@ -50,7 +50,7 @@ async def messages_of(service, user) -> list[dict]:
 
 async def wait_for_media(service, user, done) -> list[dict]:
     """Wait, round after round of the fetcher, until `done(media)` holds."""
-    condition = service.app[media_round_key]
+    condition = service.app[jobs_key].rounds[MEDIA_FETCH]
 
     async def rounds() -> list[dict]:
         while True:

@@ -15,10 +15,10 @@ import aiohttp
 import pytest
 from twilio.request_validator import HMAC_SHA256, SIGNATURE_SETTINGS_HEADER, RequestValidator
 
+from commpro.jobs import run_due
 from commpro.messages import store
 from commpro.messages.prices import PRICES
 from commpro.messages.sms import estimate
-from commpro.prices import fetch_due_prices
 from tests.conftest import new_user
 from tests.test_messages import PEER, conversation, conversations, inbound, send
 from tests.test_messages_media import FAST_FETCH, PNG, wait_for_media
@@ -115,7 +115,7 @@ async def price_fetched(service, message_id: uuid.UUID) -> bool:
     so a round may claim other tests' messages first."""
     later = datetime.now(UTC) + timedelta(hours=1)
     for _ in range(50):
-        await fetch_due_prices(service.app, PRICES, now=later)
+        await run_due(service.app, PRICES.kind, now=later)
         async with service.pool.acquire() as conn:
             if await conn.fetchval("SELECT price_state FROM messages WHERE id = $1", message_id) == "done":
                 return True

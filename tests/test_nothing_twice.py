@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from commpro.appkeys import keyring_key
-from commpro.guards import purge_old_keys
+from commpro.guards import delete_old_keys
+from commpro.jobs import run_due
 from commpro.unconfirmed import sweep_unconfirmed
 from tests.conftest import WAIT_S, new_user
 
@@ -83,8 +84,10 @@ async def test_a_call_twilio_placed_without_answering_is_unconfirmed_then_adopte
     assert len(placed) == 1
     assert call["sid"] == placed[0].sid and call["status"] == "completed" and call["durationSec"] == 7
     async with service.pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT price_state, price_next_at FROM calls WHERE id = $1::uuid", call_id)
-        assert row["price_state"] == "pending" and row["price_next_at"] is not None  # it will be priced
+        assert await conn.fetchval("SELECT price_state FROM calls WHERE id = $1::uuid", call_id) == "pending"
+        # It will be priced.
+        assert await conn.fetchval("SELECT state FROM jobs WHERE kind = 'calls-prices' AND key = $1", call_id) == (
+            "pending")
         assert await conn.fetchval("SELECT count(*) FROM call_quality WHERE call_id = $1::uuid", call_id) == 1
     replay = await initiate(service, user, number, "k1")
     assert replay.status == 201 and (await replay.json())["status"] == "completed"
@@ -214,9 +217,11 @@ async def test_keys_expire_after_retention(service):
     number = await service.add_number(user)
     first = await send(service, user, number, "old")
     assert first.status == 201
-    assert await purge_old_keys(service.app) == 0
-    later = datetime.now(UTC) + timedelta(seconds=service.config.idempotency.retention_s + 1)
-    assert await purge_old_keys(service.app, now=later) >= 1
+    retention = timedelta(seconds=service.config.idempotency.retention_s)
+    async with service.pool.acquire() as conn:
+        assert await delete_old_keys(conn, datetime.now(UTC) - retention) == 0
+    # The recurring job, a day later.
+    await run_due(service.app, "idempotency-retention", now=datetime.now(UTC) + retention + timedelta(seconds=1))
     again = await send(service, user, number, "old")
     assert again.status == 201 and "Idempotent-Replayed" not in again.headers
     assert (await again.json())["messageId"] != (await first.json())["messageId"]

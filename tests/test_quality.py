@@ -12,12 +12,12 @@ import orjson
 import pytest
 from aiohttp import web
 
-from commpro.appkeys import twilio_key
+from commpro.appkeys import jobs_key, twilio_key
 from commpro.calls.prices import PRICES
-from commpro.prices import fetch_due_prices
-from commpro.quality.delivery import deliver_round
+from commpro.jobs import run_due
+from commpro.jobs.store import get_job
 from commpro.quality.emodel import estimate_mos, mos_from_r, r_factor
-from commpro.quality.poller import poll_round
+from commpro.quality.poller import ALERT_WEBHOOK, VOICE_INSIGHTS
 from commpro.sandbox import magic
 from tests.conftest import WAIT_S, new_user
 
@@ -62,6 +62,14 @@ def soon(**kw) -> datetime:
     return datetime.now(UTC) + timedelta(**kw)
 
 
+async def poll_round(app, now: datetime) -> int:
+    return await run_due(app, VOICE_INSIGHTS, now=now)
+
+
+async def deliver_round(app, now: datetime) -> int:
+    return await run_due(app, ALERT_WEBHOOK, now=now)
+
+
 @pytest.fixture
 async def fast(start_service, empty_database_url):
     # A database of its own: poll_round() with a time in the future claims every due row in it.
@@ -93,8 +101,9 @@ async def test_poor_pstn_call_raises_each_alert_once(fast, logs):
     assert kinds["low_mos"]["source"] == "threshold"
     # Fetched again (say, the complete summary after a partial one): no alert twice.
     async with fast.pool.acquire() as conn:
-        await conn.execute("UPDATE call_quality SET next_fetch_at = now(), state = 'partial' WHERE call_id = $1::uuid",
-                           call["id"])
+        await conn.execute("UPDATE call_quality SET state = 'partial' WHERE call_id = $1::uuid", call["id"])
+        await conn.execute("UPDATE jobs SET state = 'pending', run_at = now() WHERE kind = $1 AND key = $2",
+                           VOICE_INSIGHTS, call["id"])
     assert await poll_round(fast.app, soon(seconds=2)) >= 1
     assert len((await quality(fast, call))["alerts"]) == 4
     warnings = [r for r in logs.records() if r["event"] == "quality_alert" and r["call_id"] == call["id"]]
@@ -132,10 +141,10 @@ async def test_not_yet_and_throttled_then_success(fast, error):
     await fast.sandbox_control(summaryErrors=[error])
     assert await poll_round(fast.app, soon(seconds=1)) == 0
     async with fast.pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT state, attempts, next_fetch_at FROM call_quality WHERE call_id = $1::uuid",
-                                  call["id"])
-    assert (row["state"], row["attempts"]) == ("pending", 1) and row["next_fetch_at"] > soon(seconds=30)
-    assert await poll_round(fast.app, row["next_fetch_at"]) == 1
+        state = await conn.fetchval("SELECT state FROM call_quality WHERE call_id = $1::uuid", call["id"])
+        job = await get_job(conn, VOICE_INSIGHTS, call["id"])
+    assert (state, job["attempts"]) == ("pending", 1) and job["run_at"] > soon(seconds=30)
+    assert await poll_round(fast.app, job["run_at"]) == 1
     assert (await quality(fast, call))["state"] == "complete"
 
 
@@ -175,6 +184,7 @@ async def test_alert_webhook_is_signed_and_retried(start_service, aiohttp_server
     assert {p["kind"] for p in payloads} == {"high_jitter", "high_packet_loss", "high_latency", "low_mos"}
     assert all(p["callId"] == call["id"] and p["userId"] == call["user"] for p in payloads)
     # The refused one is retried later, and only that one.
+    await service.app[jobs_key].between_rounds(ALERT_WEBHOOK)
     assert await deliver_round(service.app, soon(seconds=10)) == 1
     retried = orjson.loads((await asyncio.wait_for(received.get(), WAIT_S))[1])["alert"]
     assert retried["id"] == payloads[0]["id"]
@@ -195,7 +205,7 @@ async def test_two_instances_fetch_each_summary_and_price_once(start_service, ma
     assert [first.sandbox.summary_fetches[c["sid"]] for c in calls] == [1] * 6
     await first.sandbox_control(pricesNow=True)
     later = soon(hours=1)
-    priced = await asyncio.gather(fetch_due_prices(first.app, PRICES, later), fetch_due_prices(second.app, PRICES, later))
+    priced = await asyncio.gather(run_due(first.app, PRICES.kind, later), run_due(second.app, PRICES.kind, later))
     assert sum(priced) == 6
     assert [first.sandbox.call_fetches[c["sid"]] for c in calls] == [1] * 6
 

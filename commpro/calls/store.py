@@ -156,13 +156,12 @@ async def fail_call(conn: asyncpg.Connection, call_id: uuid.UUID, error_code: in
 APPLY_STATUS = """
 UPDATE calls SET
     status = $2, status_rank = $3, sequence_number = $4,
-    answered_at = CASE WHEN NOT $8 THEN answered_at ELSE coalesce(answered_at, CASE
+    answered_at = CASE WHEN NOT $7 THEN answered_at ELSE coalesce(answered_at, CASE
         WHEN $2 = 'in-progress' THEN now()
         WHEN $2 = 'completed' AND $5 > 0 THEN now() - make_interval(secs => $5) END) END,
     ended_at = CASE WHEN $3 = 3 THEN coalesce(ended_at, now()) ELSE ended_at END,
     duration_s = CASE WHEN $3 = 3 THEN coalesce($5, duration_s, 0) ELSE duration_s END,
     error_code = coalesce($6, error_code),
-    price_next_at = CASE WHEN $3 = 3 THEN now() + make_interval(secs => $7) ELSE price_next_at END,
     updated_at = now()
 WHERE id = $1
   AND (status_rank < $3 OR (status_rank = $3 AND $3 < 3 AND coalesce(sequence_number, -1) < $4))
@@ -170,12 +169,11 @@ WHERE id = $1
 
 
 async def apply_status(conn: asyncpg.Connection, call_id: uuid.UUID, status: str, sequence: int,
-                       duration_s: int | None, error_code: int | None, price_after_s: float,
-                       *, answers: bool) -> bool:
+                       duration_s: int | None, error_code: int | None, *, answers: bool) -> bool:
     """Move the call to `status` if that is forward; True when it moved. `answers`: this leg
     being in progress means the callee answered (the destination's leg, not a caller's)."""
     result = await conn.execute(APPLY_STATUS, call_id, status, STATUS_RANK[status], sequence,
-                                duration_s, error_code, price_after_s, answers)
+                                duration_s, error_code, answers)
     return result == "UPDATE 1"
 
 
@@ -242,24 +240,12 @@ async def list_calls(conn: asyncpg.Connection, user_id: str, *, direction: str |
                             limit, offset)
 
 
-# A lease, not a lock held across Twilio calls: claimed rows move their next attempt forward,
-# so another replica (or the next round) skips them until the lease lapses.
-CLAIM_DUE_PRICES = """
-UPDATE calls SET price_next_at = $1 + make_interval(secs => $3)
-WHERE id IN (
-    SELECT id FROM calls
-    WHERE price_state = 'pending' AND ended_at IS NOT NULL AND sid IS NOT NULL AND price_next_at <= $1
-    ORDER BY price_next_at
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING id, array_remove(ARRAY[sid, dial_sid], NULL) AS legs, ended_at, price_attempts
-"""
+# What the price job fetches: the call's legs while it has no price. None: nothing to price.
+PRICE_LEGS = "SELECT array_remove(ARRAY[sid, dial_sid], NULL) FROM calls WHERE id = $1 AND price_state = 'pending'"
 
 
-async def claim_due_prices(conn: asyncpg.Connection, now: datetime, limit: int,
-                           lease_s: float) -> list[asyncpg.Record]:
-    return await conn.fetch(CLAIM_DUE_PRICES, now, limit, lease_s)
+async def price_legs(conn: asyncpg.Connection, call_id: uuid.UUID) -> list[str] | None:
+    return await conn.fetchval(PRICE_LEGS, call_id)
 
 
 SET_PRICE = """
@@ -272,13 +258,8 @@ async def set_price(conn: asyncpg.Connection, call_id: uuid.UUID, price: Decimal
     await conn.execute(SET_PRICE, call_id, price, unit)
 
 
-RESCHEDULE_PRICE = """
-UPDATE calls SET price_attempts = price_attempts + 1, price_next_at = $2,
-       price_state = CASE WHEN $3 THEN 'gave_up' ELSE 'pending' END
-WHERE id = $1
-"""
+PRICE_GAVE_UP = "UPDATE calls SET price_state = 'gave_up' WHERE id = $1 AND price_state = 'pending'"
 
 
-async def reschedule_price(conn: asyncpg.Connection, call_id: uuid.UUID, next_at: datetime,
-                           give_up: bool) -> None:
-    await conn.execute(RESCHEDULE_PRICE, call_id, next_at, give_up)
+async def price_gave_up(conn: asyncpg.Connection, call_id: uuid.UUID) -> None:
+    await conn.execute(PRICE_GAVE_UP, call_id)

@@ -8,12 +8,14 @@ import uuid
 import structlog
 from aiohttp import web
 
+from commpro import jobs
 from commpro.appkeys import config_key, pool_key
 from commpro.calls import store, twiml
+from commpro.calls.prices import PRICES
 from commpro.errors import ValidationError
 from commpro.events import store as events
 from commpro.numbers import store as numbers
-from commpro.quality import store as quality
+from commpro.quality.poller import enrol_call
 from commpro.validation import is_e164
 from commpro.webhooks import form_int, webhook_form
 from commpro.webhooks import twiml as twiml_response
@@ -154,8 +156,7 @@ async def status_callback(request: web.Request) -> web.Response:
         async def advance(answers: bool) -> None:
             """Move the call forward, where this leg decides."""
             nonlocal moved
-            moved = await store.apply_status(conn, call["id"], status, sequence or 0, duration, error, price_after,
-                                             answers=answers)
+            moved = await store.apply_status(conn, call["id"], status, sequence or 0, duration, error, answers=answers)
 
         if leg == "dial":
             if form.get("ParentCallSid"):
@@ -178,7 +179,9 @@ async def status_callback(request: web.Request) -> web.Response:
             await advance(answers=call["direction"] == "outbound")
         if status == "completed":
             # Its Voice Insights summary will be fetched (a no-op unless the call did complete).
-            await quality.enrol_call(conn, call["id"], config.quality.first_fetch_after_s)
+            await enrol_call(conn, call["id"], config.quality.first_fetch_after_s)
+        if moved and store.STATUS_RANK[status] == store.TERMINAL_RANK:
+            await jobs.enqueue(conn, PRICES.kind, str(call["id"]), after_s=price_after)
         if moved:
             # Last: the owner's event counter stays locked until the commit.
             await events.publish(conn, call["user_id"], "call.status", {"callId": str(call["id"]), "status": status})

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,9 +20,10 @@ import orjson
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import config_key, hub_key, pool_key, tasks_key
-from commpro.background import periodic
+from commpro.appkeys import config_key, hub_key, tasks_key
 from commpro.events import store
+from commpro.jobs import Kind, retention_kind
+from commpro.settings import Config
 
 log = structlog.get_logger("commpro.events")
 
@@ -130,13 +130,7 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
         await conn.close()
 
 
-async def purge_old_events(app: web.Application) -> None:
-    before = datetime.now(UTC) - timedelta(seconds=app[config_key].events.retention_s)
-    async with app[pool_key].acquire() as conn:
-        deleted = await store.delete_old_events(conn, before)
-    if deleted:
-        log.info("events_purged", deleted=deleted)
-
-
-def retention_job(interval_s: float):
-    return periodic("events-retention", interval_s, purge_old_events)
+def events_retention(config: Config) -> Kind:
+    """Events older than `events.retention_s` go, every `retention_interval_s`."""
+    return retention_kind("events-retention", store.delete_old_events, config.events.retention_s,
+                     config.events.retention_interval_s)

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
-import structlog
 from aiohttp import web
 
 from commpro.appkeys import config_key, pool_key
 from commpro.auth import user_id
-from commpro.background import periodic
 from commpro.errors import AppError, Conflict, TooManyRequests, Unprocessable, ValidationError, rebuild_error
 from commpro.guards import store
+from commpro.jobs import Kind, retention_kind
+from commpro.settings import Config
 
-log = structlog.get_logger("commpro.guards")
 MAX_KEY_LENGTH = 255
 PURGE_BATCH = 1000
 # Refusals that a later retry may not meet (limit, account funds): not remembered for the key.
@@ -120,21 +119,15 @@ async def _answer_existing(row: asyncpg.Record, digest: str, replay: Replay) -> 
     return web.json_response(payload, status=status, headers=REPLAYED)
 
 
-async def purge_old_keys(state: Mapping, now: datetime | None = None) -> int:
-    """Forget the keys older than idempotency.retention_s (never one in flight)."""
-    settings = state[config_key].idempotency
-    before = (now or datetime.now(UTC)) - timedelta(seconds=settings.retention_s)
+async def delete_old_keys(conn: asyncpg.Connection, before: datetime) -> int:
+    """Forget the keys claimed before `before` (never one in flight), in batches."""
     purged = 0
-    async with state[pool_key].acquire() as conn:
-        while (batch := await store.purge_idempotency_keys(conn, before, PURGE_BATCH)) > 0:
-            purged += batch
-    if purged:
-        log.info("idempotency_keys_purged", purged=purged)
+    while (batch := await store.purge_idempotency_keys(conn, before, PURGE_BATCH)) > 0:
+        purged += batch
     return purged
 
 
-def key_retention_job(interval_s: float):
-    async def job(app: web.Application) -> None:
-        await purge_old_keys(app)
-
-    return periodic("idempotency-retention", interval_s, job)
+def idempotency_retention(config: Config) -> Kind:
+    """Keys are kept idempotency.retention_s, then purged (a recurring job)."""
+    return retention_kind("idempotency-retention", delete_old_keys, config.idempotency.retention_s,
+                          config.idempotency.sweep_interval_s)

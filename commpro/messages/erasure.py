@@ -1,30 +1,27 @@
 """Erasure that reaches Twilio: Twilio keeps every body and media file until they are deleted
 there, so encrypting CommPro's copy does not erase the user's content.
 
-A durable outbox (erasure_store, table twilio_erasures) holds one row per message to erase. It
-is written in the transaction that makes the erasure safe: an inbound message once its media is
-stored, an outbound one once final, or every message of a user by `commpro keys shred`. A
-background loop claims due rows with a lease and runs `erase_at_twilio` on each, retrying with
-a doubling delay up to messages.erase_attempts. The per-item function is apart from the claim
-loop so that it can move onto a general job mechanism as it is.
+The outbox (erasure_store, table twilio_erasures) holds one row per message to erase, with
+what to erase and how far it came (`commpro keys erasure`). It is written in the transaction
+that makes the erasure safe: an inbound message once its media is stored, an outbound one once
+final, or every message of a user by `commpro keys shred`; the same statement puts a
+"twilio-erasure" job on the queue (commpro.jobs), which runs `erase_at_twilio` with the queue's
+lease, backoff and give-up (messages.erase_retry_first_s, messages.erase_attempts).
 """
 
 from __future__ import annotations
-
-from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import config_key, pool_key, twilio_key
-from commpro.background import periodic
+from commpro.appkeys import pool_key, twilio_key
 from commpro.errors import AppError, NotFound
+from commpro.jobs import Backoff, Job, Kind, Retry
 from commpro.messages import erasure_store
+from commpro.settings import Config
 
 log = structlog.get_logger("commpro.erasure")
-BATCH = 20
-LEASE_S = 120.0
 
 
 async def erase_at_twilio(app: web.Application, row: asyncpg.Record) -> None:
@@ -49,34 +46,31 @@ async def erase_at_twilio(app: web.Application, row: asyncpg.Record) -> None:
         log.info("erasure_message_gone", message_sid=row["message_sid"])
 
 
-async def erase_due(app: web.Application, now: datetime | None = None) -> int:
-    """One round: claim what is due, erase each at Twilio; return how many were erased."""
-    settings, pool = app[config_key].messages, app[pool_key]
-    now = now or datetime.now(UTC)
+async def erase_one(app: web.Application, job: Job) -> None:
+    """The job: one message's erasure at Twilio, keyed by its MessageSid."""
+    pool = app[pool_key]
     async with pool.acquire() as conn:
-        due = await erasure_store.claim_due(conn, now, BATCH, LEASE_S)
-    erased = 0
-    for row in due:
-        try:
-            await erase_at_twilio(app, row)
-        except AppError as exc:
-            attempts = row["attempts"] + 1
-            give_up = attempts >= settings.erase_attempts
-            next_at = now + timedelta(seconds=settings.erase_retry_first_s * 2 ** (attempts - 1))
-            async with pool.acquire() as conn:
-                await erasure_store.reschedule(conn, row["message_sid"], next_at, exc.message, give_up)
-            log.warning("erasure_failed", message_sid=row["message_sid"], attempts=attempts, error=exc.code,
-                        gave_up=give_up)
-            continue
+        row = await erasure_store.get_pending(conn, job.key)
+    if row is None:  # done already
+        return
+    try:
+        await erase_at_twilio(app, row)
+    except AppError as exc:
         async with pool.acquire() as conn:
-            await erasure_store.mark_done(conn, row["message_sid"])
-        log.info("erased_at_twilio", message_sid=row["message_sid"], reason=row["reason"])
-        erased += 1
-    return erased
+            await erasure_store.record_failure(conn, job.key, exc.message)
+        raise Retry(f"erasure at Twilio failed: {exc.code}") from None
+    async with pool.acquire() as conn:
+        await erasure_store.mark_done(conn, job.key)
+    log.info("erased_at_twilio", message_sid=job.key, reason=row["reason"])
 
 
-def erasure_job(interval_s: float):
-    async def job(app: web.Application) -> None:
-        await erase_due(app)
+async def _gave_up(conn: asyncpg.Connection, job: Job, reason: str) -> None:
+    await erasure_store.record_failure(conn, job.key, reason, gave_up=True)
 
-    return periodic("twilio-erasure", interval_s, job)
+
+def twilio_erasure(config: Config) -> Kind:
+    settings = config.messages
+    backoff = Backoff(first_s=settings.erase_retry_first_s, max_s=3600, jitter=config.jobs.jitter,
+                      max_attempts=settings.erase_attempts)
+    return Kind(erasure_store.ERASURE_KIND, erase_one, backoff, poll_s=settings.erase_interval_s,
+                lease_s=config.jobs.lease_s, gave_up=_gave_up)

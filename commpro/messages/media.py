@@ -8,28 +8,25 @@ bytes until it expires; a tampered or expired URL is a 403.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import config_key, keyring_key, media_round_key, media_wake_key, pool_key, twilio_key
-from commpro.background import periodic
+from commpro.appkeys import config_key, keyring_key, pool_key, twilio_key
 from commpro.errors import AppError, Forbidden, NotFound
+from commpro.jobs import Backoff, GiveUp, Job, Kind, Retry
 from commpro.messages import erasure_store, store
 from commpro.messages.content import AVAILABLE, open_content, reading_key, seal
 from commpro.settings import Config
 
 log = structlog.get_logger("commpro.media")
 routes = web.RouteTableDef()
-BATCH = 10
-LEASE_S = 120.0
+MEDIA_FETCH = "media-fetch"
 
 # Magic bytes of the types MMS may carry; the Content-Type a client sends is not trusted.
 SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -87,30 +84,30 @@ def media_response(row, key, cache: str = "private, no-store") -> web.Response:
 # -- inbound media, fetched after the webhook has been answered --------------------------------
 
 
-async def fetch_pending_media(app: web.Application, now: datetime | None = None) -> int:
-    """One round: fetch what is due, store it encrypted; return how many were stored."""
+async def fetch_media(app: web.Application, job: Job) -> None:
+    """One inbound media file: download it, store it encrypted."""
     config, pool, gateway = app[config_key], app[pool_key], app[twilio_key]
-    now = now or datetime.now(UTC)
+    media_id = uuid.UUID(job.key)
     async with pool.acquire() as conn:
-        due = await store.claim_pending_media(conn, now, BATCH, LEASE_S)
-    stored = 0
-    for row in due:
-        try:
-            data, content_type = await _download(gateway, row["source_url"], config.messages.max_fetch_bytes)
-        except _Refused as exc:
-            await _retry(pool, config, row, now, str(exc), give_up=True)
-            continue
-        except AppError as exc:
-            await _retry(pool, config, row, now, exc.message, give_up=False)
-            continue
+        row = await store.get_pending_media(conn, media_id)
+    if row is None:  # fetched already, or gone with its message
+        return
+    try:
+        data, content_type = await _download(gateway, row["source_url"], config.messages.max_fetch_bytes)
+    except (_Refused, AppError) as exc:
+        refused = isinstance(exc, _Refused)
+        error = str(exc) if refused else exc.message
         async with pool.acquire() as conn, conn.transaction():
-            key = await app[keyring_key].data_key(conn, row["user_id"], create=True)
-            sealed = seal(key, "media", row["user_id"], row["id"], data)
-            await store.store_fetched_media(conn, row["id"], sealed, len(data), content_type)
-            if config.messages.erase_at_twilio:
+            await store.media_fetch_failed(conn, media_id, error, final=refused)
+            if refused and config.messages.erase_at_twilio:  # the message's other media may be stored
                 await erasure_store.enqueue_if_stored(conn, row["message_id"])
-        stored += 1
-    return stored
+        raise (GiveUp if refused else Retry)(error) from None
+    async with pool.acquire() as conn, conn.transaction():
+        key = await app[keyring_key].data_key(conn, row["user_id"], create=True)
+        sealed = seal(key, "media", row["user_id"], row["id"], data)
+        await store.store_fetched_media(conn, row["id"], sealed, len(data), content_type)
+        if config.messages.erase_at_twilio:
+            await erasure_store.enqueue_if_stored(conn, row["message_id"])
 
 
 class _Refused(Exception):
@@ -133,27 +130,16 @@ async def _download(gateway, url: str, limit: int) -> tuple[bytes, str]:
     return bytes(data), sniff(bytes(data)) or content_type
 
 
-async def _retry(pool, config: Config, row, now: datetime, error: str, give_up: bool) -> None:
-    attempts = row["fetch_attempts"] + 1
-    give_up = give_up or attempts >= config.messages.fetch_attempts
-    next_at = now + timedelta(seconds=config.messages.fetch_retry_first_s * 2 ** (attempts - 1))
-    async with pool.acquire() as conn, conn.transaction():
-        await store.retry_media(conn, row["id"], next_at, error, give_up)
-        if give_up and config.messages.erase_at_twilio:  # the message's other media may be stored
-            await erasure_store.enqueue_if_stored(conn, row["message_id"])
-    log.warning("media_fetch_failed", media_id=str(row["id"]), attempts=attempts, error=error, gave_up=give_up)
-
-
-def media_fetch_job(interval_s: float):
+def media_fetch(config: Config) -> Kind:
     """The fetcher; the SMS webhook wakes it as soon as media is waiting."""
+    backoff = Backoff(first_s=config.messages.fetch_retry_first_s, max_s=3600, jitter=config.jobs.jitter,
+                      max_attempts=config.messages.fetch_attempts)
 
-    async def job(app: web.Application) -> None:
-        wake: asyncio.Event = app[media_wake_key]
-        wake.clear()
-        try:
-            await fetch_pending_media(app)
-        finally:
-            async with app[media_round_key]:
-                app[media_round_key].notify_all()
+    async def gave_up(conn, job: Job, reason: str) -> None:
+        message_id = await store.media_gave_up(conn, uuid.UUID(job.key))
+        if message_id is not None and config.messages.erase_at_twilio:
+            # The rest of the message at Twilio may be erased now (this file stays: the only copy).
+            await erasure_store.enqueue_if_stored(conn, message_id)
 
-    return periodic("media-fetch", interval_s, job, wake=media_wake_key)
+    return Kind(MEDIA_FETCH, fetch_media, backoff, poll_s=config.messages.fetch_interval_s, batch=10,
+                lease_s=config.jobs.lease_s, gave_up=gave_up)

@@ -3,9 +3,11 @@ error message, stored as they come."""
 
 from __future__ import annotations
 
+from commpro.jobs import Kind
 from commpro.messages import store
 from commpro.messages.sms import twilio_count
-from commpro.prices import PriceSource
+from commpro.prices import PriceSource, price_kind
+from commpro.settings import Config
 
 
 async def _fetch(gateway, sid: str):
@@ -18,5 +20,8 @@ async def _observe(conn, message_id, fetched) -> None:
                                   message.error_message)
 
 
-PRICES = PriceSource("messages", store.claim_due_prices, _fetch, store.set_price, store.reschedule_price,
-                     _observe)
+PRICES = PriceSource("messages", store.price_legs, _fetch, store.set_price, store.price_gave_up, _observe)
+
+
+def message_prices(config: Config) -> Kind:
+    return price_kind(PRICES, config)

@@ -89,9 +89,8 @@ async def insert_outbound(conn: asyncpg.Connection, message_id: uuid.UUID, user_
 INSERT_INBOUND = """
 INSERT INTO messages (id, user_id, contact_id, phone_number_id, sid, direction, from_number, to_number,
                       body_ciphertext, body_nonce, status, status_rank, num_segments, encoding, num_media,
-                      price_next_at, read_at)
-VALUES ($1, $2, $3, $4, $5, 'inbound', $6, $7, $8, $9, 'received', 6, $10, $11, $12,
-        now() + make_interval(secs => $13), CASE WHEN $14 THEN now() END)
+                      read_at)
+VALUES ($1, $2, $3, $4, $5, 'inbound', $6, $7, $8, $9, 'received', 6, $10, $11, $12, CASE WHEN $13 THEN now() END)
 ON CONFLICT (sid) DO NOTHING
 RETURNING created_at
 """
@@ -100,13 +99,13 @@ RETURNING created_at
 async def insert_inbound(conn: asyncpg.Connection, message_id: uuid.UUID, user_id: str, contact_id: uuid.UUID,
                          number_id: uuid.UUID, sid: str, from_number: str, to_number: str,
                          sealed: tuple[bytes, bytes], segments: int | None, encoding: str, num_media: int,
-                         price_after_s: float, blocked: bool = False) -> bool:
+                         blocked: bool = False) -> bool:
     """Idempotent on the MessageSid: False when a retry finds the message already stored.
     `segments` is Twilio's NumSegments. A blocked contact's message is stored already read, so
     that it never counts as unread."""
     created_at = await conn.fetchval(INSERT_INBOUND, message_id, user_id, contact_id, number_id, sid,
                                      from_number, to_number, sealed[0], sealed[1], segments, encoding,
-                                     num_media, price_after_s, blocked)
+                                     num_media, blocked)
     if created_at is None:
         return False
     await touch_conversation(conn, user_id, contact_id, message_id, created_at, unread=0 if blocked else 1)
@@ -193,7 +192,6 @@ async def get_own_message(conn: asyncpg.Connection, user_id: str, message_id: uu
 APPLY_STATUS = """
 UPDATE messages SET status = $2, status_rank = $3, error_code = coalesce($4, error_code),
        error_message = coalesce($5, error_message),
-       price_next_at = CASE WHEN $3 >= $7 THEN now() + make_interval(secs => $6) ELSE price_next_at END,
        price_state = CASE WHEN $2 = 'canceled' THEN 'done' ELSE price_state END,
        updated_at = now()
 WHERE id = $1 AND status_rank < $3
@@ -201,10 +199,9 @@ WHERE id = $1 AND status_rank < $3
 
 
 async def apply_status(conn: asyncpg.Connection, message_id: uuid.UUID, status: str, error_code: int | None,
-                       error_message: str | None, price_after_s: float) -> bool:
+                       error_message: str | None) -> bool:
     """Move the message forward to `status`; False when it is already there or beyond."""
-    result = await conn.execute(APPLY_STATUS, message_id, status, STATUS_RANK[status], error_code, error_message,
-                                price_after_s, FINAL_RANK)
+    result = await conn.execute(APPLY_STATUS, message_id, status, STATUS_RANK[status], error_code, error_message)
     return result == "UPDATE 1"
 
 
@@ -375,19 +372,14 @@ async def get_media_by_id(conn: asyncpg.Connection, media_id: uuid.UUID) -> asyn
     return await conn.fetchrow(GET_MEDIA_BY_ID, media_id)
 
 
-CLAIM_PENDING_MEDIA = """
-UPDATE message_media SET next_fetch_at = $1 + make_interval(secs => $3)
-WHERE id IN (
-    SELECT id FROM message_media WHERE fetch_state = 'pending' AND next_fetch_at <= $1
-    ORDER BY next_fetch_at LIMIT $2 FOR UPDATE SKIP LOCKED
-)
-RETURNING id, message_id, user_id, source_url, content_type, fetch_attempts
+PENDING_MEDIA = """
+SELECT id, message_id, user_id, source_url, content_type FROM message_media WHERE id = $1 AND fetch_state = 'pending'
 """
 
 
-async def claim_pending_media(conn: asyncpg.Connection, now: datetime, limit: int,
-                              lease_s: float) -> list[asyncpg.Record]:
-    return await conn.fetch(CLAIM_PENDING_MEDIA, now, limit, lease_s)
+async def get_pending_media(conn: asyncpg.Connection, media_id: uuid.UUID) -> asyncpg.Record | None:
+    """What the media fetch job downloads; None once there is nothing to fetch."""
+    return await conn.fetchrow(PENDING_MEDIA, media_id)
 
 
 STORE_FETCHED = """
@@ -402,34 +394,39 @@ async def store_fetched_media(conn: asyncpg.Connection, media_id: uuid.UUID, sea
     await conn.execute(STORE_FETCHED, media_id, sealed[0], sealed[1], size, content_type)
 
 
-RETRY_MEDIA = """
-UPDATE message_media SET fetch_attempts = fetch_attempts + 1, next_fetch_at = $2, fetch_error = $3,
-       fetch_state = CASE WHEN $4 THEN 'failed' ELSE 'pending' END
-WHERE id = $1
+MEDIA_FETCH_FAILED = """
+UPDATE message_media SET fetch_attempts = fetch_attempts + 1, fetch_error = $2,
+       fetch_state = CASE WHEN $3 THEN 'failed' ELSE fetch_state END
+WHERE id = $1 AND fetch_state = 'pending'
 """
 
 
-async def retry_media(conn: asyncpg.Connection, media_id: uuid.UUID, next_at: datetime, error: str,
-                      give_up: bool) -> None:
-    await conn.execute(RETRY_MEDIA, media_id, next_at, error, give_up)
+async def media_fetch_failed(conn: asyncpg.Connection, media_id: uuid.UUID, error: str, final: bool) -> None:
+    """Record a failed download; `final`: it will not be tried again."""
+    await conn.execute(MEDIA_FETCH_FAILED, media_id, error, final)
+
+
+MEDIA_GAVE_UP = """
+UPDATE message_media SET fetch_state = 'failed' WHERE id = $1 AND fetch_state = 'pending' RETURNING message_id
+"""
+
+
+async def media_gave_up(conn: asyncpg.Connection, media_id: uuid.UUID) -> uuid.UUID | None:
+    """The media's message, when this gave it up."""
+    return await conn.fetchval(MEDIA_GAVE_UP, media_id)
 
 
 # -- prices ------------------------------------------------------------------------------------
 
-CLAIM_DUE_PRICES = """
-UPDATE messages SET price_next_at = $1 + make_interval(secs => $3)
-WHERE id IN (
-    SELECT id FROM messages
-    WHERE price_state = 'pending' AND sid IS NOT NULL AND status_rank >= $4 AND price_next_at <= $1
-    ORDER BY price_next_at LIMIT $2 FOR UPDATE SKIP LOCKED
-)
-RETURNING id, ARRAY[sid] AS legs, updated_at AS ended_at, price_attempts
+# What the price job fetches: the message while it has no price. None: nothing to price.
+PRICE_LEGS = """
+SELECT CASE WHEN sid IS NULL THEN '{}'::text[] ELSE ARRAY[sid] END FROM messages
+WHERE id = $1 AND price_state = 'pending'
 """
 
 
-async def claim_due_prices(conn: asyncpg.Connection, now: datetime, limit: int,
-                           lease_s: float) -> list[asyncpg.Record]:
-    return await conn.fetch(CLAIM_DUE_PRICES, now, limit, lease_s, FINAL_RANK)
+async def price_legs(conn: asyncpg.Connection, message_id: uuid.UUID) -> list[str] | None:
+    return await conn.fetchval(PRICE_LEGS, message_id)
 
 
 SET_PRICE = """
@@ -441,13 +438,8 @@ async def set_price(conn: asyncpg.Connection, message_id: uuid.UUID, price: Deci
     await conn.execute(SET_PRICE, message_id, price, unit)
 
 
-RESCHEDULE_PRICE = """
-UPDATE messages SET price_attempts = price_attempts + 1, price_next_at = $2,
-       price_state = CASE WHEN $3 THEN 'gave_up' ELSE 'pending' END
-WHERE id = $1
-"""
+PRICE_GAVE_UP = "UPDATE messages SET price_state = 'gave_up' WHERE id = $1 AND price_state = 'pending'"
 
 
-async def reschedule_price(conn: asyncpg.Connection, message_id: uuid.UUID, next_at: datetime,
-                           give_up: bool) -> None:
-    await conn.execute(RESCHEDULE_PRICE, message_id, next_at, give_up)
+async def price_gave_up(conn: asyncpg.Connection, message_id: uuid.UUID) -> None:
+    await conn.execute(PRICE_GAVE_UP, message_id)

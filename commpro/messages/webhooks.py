@@ -9,11 +9,14 @@ import structlog
 from aiohttp import web
 from twilio.twiml.messaging_response import MessagingResponse
 
-from commpro.appkeys import config_key, keyring_key, media_wake_key, pool_key
+from commpro import jobs
+from commpro.appkeys import config_key, jobs_key, keyring_key, pool_key
 from commpro.errors import ValidationError
 from commpro.events import store as events
 from commpro.messages import erasure_store, store
 from commpro.messages.content import seal
+from commpro.messages.media import MEDIA_FETCH
+from commpro.messages.prices import PRICES
 from commpro.messages.sms import encoding_and_segments, opt_keyword, twilio_count
 from commpro.numbers import store as numbers
 from commpro.webhooks import form_int, twiml, webhook_form
@@ -48,24 +51,28 @@ async def inbound_sms(request: web.Request) -> web.Response:
         inserted = await store.insert_inbound(
             conn, message_id, user, contact["id"], number["id"], form["MessageSid"], form["From"], form["To"],
             seal(key, "body", user, message_id, body.encode()), twilio_count(form.get("NumSegments")), encoding,
-            num_media, config.prices.first_after_s, blocked=contact["blocked"])
-        if inserted and not contact["blocked"]:
-            await events.publish(conn, user, "message.received",
-                                 {"messageId": str(message_id), "contactId": str(contact["id"]), "numMedia": num_media})
+            num_media, blocked=contact["blocked"])
+        if inserted:
+            await jobs.enqueue(conn, PRICES.kind, str(message_id), after_s=config.prices.first_after_s)
             for i in range(num_media):
                 url = form.get(f"MediaUrl{i}")
                 if not url:
                     continue
-                media_sid = url.rstrip("/").rsplit("/", 1)[-1]
-                await store.insert_pending_media(conn, uuid.uuid4(), message_id, user,
+                media_sid, media_id = url.rstrip("/").rsplit("/", 1)[-1], uuid.uuid4()
+                await store.insert_pending_media(conn, media_id, message_id, user,
                                                  media_sid if media_sid.startswith("ME") else None,
                                                  form.get(f"MediaContentType{i}"), url, position=i)
+                await jobs.enqueue(conn, MEDIA_FETCH, str(media_id))
             if config.messages.erase_at_twilio:  # now if there is no media to fetch first
                 await erasure_store.enqueue_if_stored(conn, message_id)
+            if not contact["blocked"]:  # stored, but a blocked contact raises no event
+                # Last: the owner's event counter stays locked until the commit.
+                await events.publish(conn, user, "message.received", {
+                    "messageId": str(message_id), "contactId": str(contact["id"]), "numMedia": num_media})
     log.info("sms_received", message_sid=form["MessageSid"], from_number=form["From"], to_number=form["To"],
              num_media=num_media, duplicate=not inserted, keyword=keyword, blocked=contact["blocked"])
     if inserted and num_media:
-        request.config_dict[media_wake_key].set()
+        request.config_dict[jobs_key].wake(MEDIA_FETCH)
     return twiml(MessagingResponse())
 
 
@@ -97,11 +104,13 @@ async def message_status(request: web.Request) -> web.Response:
             log.info("message_confirmed_by_webhook", message_id=str(message["id"]), message_sid=form["MessageSid"])
             await events.publish(conn, message["user_id"], "message.status",
                                  {"messageId": str(message["id"]), "status": "queued"})
-        if await store.apply_status(conn, message["id"], status, error_code, form.get("ErrorMessage") or None,
-                                    price_after):
+        if await store.apply_status(conn, message["id"], status, error_code, form.get("ErrorMessage") or None):
+            final = store.STATUS_RANK[status] >= store.FINAL_RANK and status != "canceled"
+            if final:  # Twilio has a price for it now
+                await jobs.enqueue(conn, PRICES.kind, str(message["id"]), after_s=price_after)
+            if config.messages.erase_at_twilio and message["direction"] == "outbound" and final:
+                await erasure_store.enqueue_final(conn, message["id"])
+            # Last: the owner's event counter stays locked until the commit.
             await events.publish(conn, message["user_id"], "message.status",
                                  {"messageId": str(message["id"]), "status": status})
-            if (config.messages.erase_at_twilio and message["direction"] == "outbound"
-                    and store.STATUS_RANK[status] >= store.FINAL_RANK):
-                await erasure_store.enqueue_final(conn, message["id"])
     return web.Response(status=204)

@@ -1,5 +1,6 @@
 """Quality alerts POSTed to ALERT_WEBHOOK_URL: signed, retried with backoff, from an outbox the
-poller writes in the alert's own transaction, so the poller never waits on the receiver.
+poller writes in the alert's own transaction with a job (commpro.jobs) for each, so the poller
+never waits on the receiver.
 
 The body is JSON; `X-CommPro-Signature: sha256=<hex>` is HMAC-SHA256 with ALERT_WEBHOOK_SECRET
 over `<X-CommPro-Timestamp>.<body>`, so a receiver can check both origin and freshness.
@@ -10,20 +11,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from datetime import UTC, datetime, timedelta
+import uuid
 
 import aiohttp
+import asyncpg
 import orjson
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import alert_wake_key, config_key, pool_key
-from commpro.background import periodic
+from commpro.appkeys import config_key, pool_key
+from commpro.jobs import Backoff, Job, Kind, Retry
 from commpro.quality import store
+from commpro.quality.poller import ALERT_WEBHOOK
+from commpro.settings import Config
 
 log = structlog.get_logger("commpro.alerts")
-BATCH = 20
-LEASE_S = 120.0
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -40,42 +42,41 @@ def alert_payload(row) -> dict:
     }
 
 
-async def deliver_round(app: web.Application, now: datetime | None = None) -> int:
+async def deliver_alert(app: web.Application, job: Job) -> None:
+    """POST one alert to its URL; any answer but a 2xx is retried."""
     settings, pool = app[config_key].alerts, app[pool_key]
-    now = now or datetime.now(UTC)
+    alert_id = uuid.UUID(job.key)
     async with pool.acquire() as conn:
-        due = await store.claim_deliveries(conn, now, BATCH, LEASE_S)
-    delivered = 0
+        row = await store.get_delivery(conn, alert_id)
+    if row is None:  # delivered already, or its call is gone
+        return
+    body = orjson.dumps(alert_payload(row))
+    timestamp = str(int(time.time()))
+    headers = {"Content-Type": "application/json", "X-CommPro-Timestamp": timestamp,
+               "X-CommPro-Signature": sign(settings.webhook_secret, timestamp, body)}
     timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        for row in due:
-            body = orjson.dumps(alert_payload(row))
-            timestamp = str(int(time.time()))
-            headers = {"Content-Type": "application/json", "X-CommPro-Timestamp": timestamp,
-                       "X-CommPro-Signature": sign(settings.webhook_secret, timestamp, body)}
-            try:
-                async with session.post(row["url"], data=body, headers=headers) as resp:
-                    error = None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                error = type(exc).__name__
-            async with pool.acquire() as conn:
-                if error is None:
-                    await store.mark_delivered(conn, row["id"])
-                    delivered += 1
-                    continue
-                attempts = row["attempts"] + 1
-                next_at = None
-                if attempts < settings.webhook_attempts:
-                    next_at = now + timedelta(seconds=settings.webhook_retry_first_s * 2 ** (attempts - 1))
-                await store.delivery_failed(conn, row["id"], next_at, error)
-            log.warning("alert_webhook_failed", alert_id=str(row["id"]), attempts=attempts, error=error,
-                        gave_up=next_at is None)
-    return delivered
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.post(row["url"], data=body, headers=headers) as resp:
+                error = None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        error = type(exc).__name__
+    async with pool.acquire() as conn:
+        if error is None:
+            await store.mark_delivered(conn, alert_id)
+            return
+        await store.delivery_failed(conn, alert_id, error)
+    log.warning("alert_webhook_failed", alert_id=job.key, attempts=job.attempts, error=error)
+    raise Retry(error)
 
 
-def delivery_job(interval_s: float):
-    async def job(app: web.Application) -> None:
-        app[alert_wake_key].clear()
-        await deliver_round(app)
+async def _gave_up(conn: asyncpg.Connection, job: Job, reason: str) -> None:
+    await store.delivery_gave_up(conn, uuid.UUID(job.key))
 
-    return periodic("alert-webhook", interval_s, job, wake=alert_wake_key)
+
+def alert_webhook(config: Config) -> Kind:
+    settings = config.alerts
+    backoff = Backoff(first_s=settings.webhook_retry_first_s, max_s=3600, jitter=config.jobs.jitter,
+                      max_attempts=settings.webhook_attempts)
+    return Kind(ALERT_WEBHOOK, deliver_alert, backoff, poll_s=settings.delivery_interval_s,
+                concurrency=4, lease_s=max(config.jobs.lease_s, settings.webhook_timeout_s * 2), gave_up=_gave_up)

@@ -2,30 +2,34 @@
 call), complete later (about half an hour after), with backoff while Twilio has none yet, and a
 window after which the call is left without one.
 
-Rows are claimed with a lease (FOR UPDATE SKIP LOCKED), so several replicas on one database
-fetch each summary once; a semaphore bounds how many fetches run at a time.
+Each completed call has a job (commpro.jobs) enqueued with its completion, so several replicas
+on one database fetch each summary once.
 """
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime, timedelta
+import uuid
+from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import alert_wake_key, config_key, metrics_key, pool_key, twilio_key
-from commpro.background import periodic
+from commpro import jobs
+from commpro.appkeys import config_key, jobs_key, metrics_key, pool_key, twilio_key
 from commpro.errors import AppError
 from commpro.events import store as events
+from commpro.jobs import Backoff, Job, Kind, Later, Retry
 from commpro.quality import store
 from commpro.quality.alerts import evaluate
 from commpro.quality.summary import read_summary
+from commpro.settings import Config
 from commpro.twilio_gateway import TwilioError
 
 log = structlog.get_logger("commpro.quality")
-LEASE_S = 300.0
+VOICE_INSIGHTS = "voice-insights"
+ALERT_WEBHOOK = "alert-webhook"
 NOT_YET_CODES = frozenset({17001, 20404})  # "no summary yet"
 # The summary's top-level properties, kept as is for later analysis.
 SUMMARY_FIELDS = (
@@ -39,28 +43,23 @@ def summary_dict(instance: Any) -> dict[str, Any]:
     return {name.rstrip("_"): getattr(instance, name, None) for name in SUMMARY_FIELDS}
 
 
-async def poll_round(app: web.Application, now: datetime | None = None) -> int:
-    """Fetch every summary that is due; return how many were stored. `now` lets tests move
-    time forward instead of waiting."""
-    settings, pool = app[config_key].quality, app[pool_key]
-    now = now or datetime.now(UTC)
-    async with pool.acquire() as conn:
-        due = await store.claim_due(conn, now, settings.concurrency * 4, LEASE_S)
-    limit = asyncio.Semaphore(settings.concurrency)
-
-    async def one(row) -> bool:
-        async with limit:
-            try:
-                return await _fetch_one(app, row, now)
-            except Exception:  # one call's trouble never stops the others
-                log.exception("quality_fetch_crashed", call_id=str(row["call_id"]))
-                return False
-
-    return sum(await asyncio.gather(*(one(row) for row in due)))
+async def enrol_call(conn: asyncpg.Connection, call_id: uuid.UUID, first_fetch_after_s: float) -> None:
+    """A completed call's summary will be fetched: its row and its job, in the caller's
+    transaction (a no-op unless the call did complete, and for a call enrolled already)."""
+    ended_at = await store.enrol_call(conn, call_id)
+    if ended_at is not None:
+        await jobs.enqueue(conn, VOICE_INSIGHTS, str(call_id),
+                           run_at=ended_at + timedelta(seconds=first_fetch_after_s))
 
 
-async def _fetch_one(app: web.Application, row, now: datetime) -> bool:
+async def fetch_summary(app: web.Application, job: Job) -> Later | None:
+    """One call's summary: partial first, then complete; None once there is nothing more."""
     settings, pool, gateway = app[config_key].quality, app[pool_key], app[twilio_key]
+    async with pool.acquire() as conn:
+        row = await store.get_enrolled(conn, uuid.UUID(job.key))
+    if row is None:
+        return None
+    now = job.now
     complete_due = now >= row["ended_at"] + timedelta(seconds=settings.complete_after_s)
     wanted = "complete" if complete_due else "partial"
     try:
@@ -68,9 +67,8 @@ async def _fetch_one(app: web.Application, row, now: datetime) -> bool:
             row["call_sid"]).summary().fetch_async(processing_state=wanted))
     except AppError as exc:  # 404, 17001 (not yet), 20429 (throttled), a deadline: all mean later
         if isinstance(exc, TwilioError) and exc.twilio_code not in NOT_YET_CODES:
-            log.warning("quality_fetch_refused", call_id=str(row["call_id"]), twilio_code=exc.twilio_code)
-        await _later(pool, settings, row, now)
-        return False
+            log.warning("quality_fetch_refused", call_id=job.key, twilio_code=exc.twilio_code)
+        raise Retry(f"no summary yet: {exc.code}") from None
     summary = summary_dict(instance)
     figures = read_summary(summary)
     state = "complete" if summary.get("processing_state") == "complete" else "partial"
@@ -90,24 +88,27 @@ async def _fetch_one(app: web.Application, row, now: datetime) -> bool:
                 new_alerts.append(alert)
                 await events.publish(conn, row["user_id"], "quality.alert", {
                     "alertId": str(created["id"]), "callId": str(row["call_id"]), "kind": alert.kind})
+                if webhook_url:
+                    await jobs.enqueue(conn, ALERT_WEBHOOK, str(created["id"]))
     for alert in new_alerts:
         app[metrics_key].quality_alerts.labels(alert.kind).inc()
         log.warning("quality_alert", call_id=str(row["call_id"]), user=row["user_id"], kind=alert.kind,
                     source=alert.source, value=alert.value, threshold=alert.threshold)
     if new_alerts and webhook_url:
-        app[alert_wake_key].set()
-    return True
+        app[jobs_key].wake(ALERT_WEBHOOK)
+    return Later(next_at) if next_at is not None else None
 
 
-async def _later(pool, settings, row, now: datetime) -> None:
-    delay = min(settings.poll_interval_s * 2 ** row["attempts"], 1800)
-    next_at = now + timedelta(seconds=delay)
-    if next_at > row["ended_at"] + timedelta(seconds=settings.give_up_after_s):
-        next_at = None
-        log.info("quality_gave_up", call_id=str(row["call_id"]), state=row["state"])
-    async with pool.acquire() as conn:
-        await store.retry_later(conn, row["call_id"], next_at)
+async def _gave_up(conn: asyncpg.Connection, job: Job, reason: str) -> None:
+    await store.gave_up(conn, uuid.UUID(job.key))
 
 
-def quality_job(interval_s: float):
-    return periodic("voice-insights", interval_s, poll_round)
+def voice_insights(config: Config) -> Kind:
+    """Summaries are fetched `quality.concurrency` at a time; while Twilio has none yet, the
+    delay doubles from `quality.poll_interval_s`, up to `quality.give_up_after_s` after the call."""
+    settings = config.quality
+    backoff = Backoff(first_s=settings.poll_interval_s, max_s=1800, jitter=config.jobs.jitter,
+                      give_up_after_s=settings.give_up_after_s)
+    return Kind(VOICE_INSIGHTS, fetch_summary, backoff, poll_s=settings.poll_interval_s,
+                batch=settings.concurrency * 4, concurrency=settings.concurrency, lease_s=config.jobs.lease_s,
+                gave_up=_gave_up)

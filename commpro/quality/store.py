@@ -11,37 +11,31 @@ import asyncpg
 from commpro.quality.alerts import Alert
 from commpro.quality.summary import Figures
 
-# A completed call gets a row; its first fetch is due a while after it ended.
+# A completed call gets a row (its summary is fetched by a job); None when it has one already,
+# or did not complete.
 ENROL_CALL = """
-INSERT INTO call_quality (call_id, user_id, call_sid, ended_at, next_fetch_at)
-SELECT id, user_id, sid, ended_at, ended_at + make_interval(secs => $2)
+INSERT INTO call_quality (call_id, user_id, call_sid, ended_at)
+SELECT id, user_id, sid, ended_at
 FROM calls WHERE id = $1 AND status = 'completed' AND sid IS NOT NULL AND ended_at IS NOT NULL
 ON CONFLICT (call_id) DO NOTHING
+RETURNING ended_at
 """
 
 
-async def enrol_call(conn: asyncpg.Connection, call_id: uuid.UUID, first_fetch_after_s: float) -> None:
-    await conn.execute(ENROL_CALL, call_id, first_fetch_after_s)
+async def enrol_call(conn: asyncpg.Connection, call_id: uuid.UUID) -> datetime | None:
+    """The call's end when it is newly enrolled."""
+    return await conn.fetchval(ENROL_CALL, call_id)
 
 
-# A lease, as for prices: claimed rows move their next fetch forward, so another replica skips
-# them; no lock is held while Twilio is asked.
-CLAIM_DUE = """
-UPDATE call_quality SET next_fetch_at = $1 + make_interval(secs => $3)
-WHERE call_id IN (
-    SELECT call_id FROM call_quality WHERE next_fetch_at <= $1
-    ORDER BY next_fetch_at LIMIT $2 FOR UPDATE SKIP LOCKED
-)
-RETURNING call_id, user_id, call_sid, state, ended_at, attempts
-"""
+GET_ENROLLED = "SELECT call_id, user_id, call_sid, state, ended_at FROM call_quality WHERE call_id = $1"
 
 
-async def claim_due(conn: asyncpg.Connection, now: datetime, limit: int, lease_s: float) -> list[asyncpg.Record]:
-    return await conn.fetch(CLAIM_DUE, now, limit, lease_s)
+async def get_enrolled(conn: asyncpg.Connection, call_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(GET_ENROLLED, call_id)
 
 
 STORE_SUMMARY = """
-UPDATE call_quality SET state = $2, next_fetch_at = $3, attempts = 0, edge = $4, jitter_ms = $5,
+UPDATE call_quality SET state = $2, next_fetch_at = $3, edge = $4, jitter_ms = $5,
        jitter_max_ms = $6, latency_ms = $7, packet_loss_pct = $8, rtt_ms = $9, mos = $10, mos_estimated = $11,
        codec = $12, tags = $13, summary = $14, fetched_at = now()
 WHERE call_id = $1
@@ -55,17 +49,15 @@ async def store_summary(conn: asyncpg.Connection, call_id: uuid.UUID, state: str
                        figures.mos, figures.mos_estimated, figures.codec, figures.tags, summary)
 
 
-# Not there yet (404, 17001) or throttled (20429): try again later, or stop at the window's end.
-RETRY_LATER = """
-UPDATE call_quality SET attempts = attempts + 1, next_fetch_at = $2::timestamptz,
-       state = CASE WHEN $2::timestamptz IS NULL AND state = 'pending' THEN 'unavailable' ELSE state END
+# Given up: a call with no summary at all becomes 'unavailable'; a partial one stays.
+GAVE_UP = """
+UPDATE call_quality SET next_fetch_at = NULL, state = CASE WHEN state = 'pending' THEN 'unavailable' ELSE state END
 WHERE call_id = $1
 """
 
 
-async def retry_later(conn: asyncpg.Connection, call_id: uuid.UUID, next_fetch_at: datetime | None) -> None:
-    """`next_fetch_at` None: give up; a call with no summary at all becomes 'unavailable'."""
-    await conn.execute(RETRY_LATER, call_id, next_fetch_at)
+async def gave_up(conn: asyncpg.Connection, call_id: uuid.UUID) -> None:
+    await conn.execute(GAVE_UP, call_id)
 
 
 INSERT_ALERT = """
@@ -122,21 +114,16 @@ async def list_alerts(conn: asyncpg.Connection, user_id: str, since: datetime | 
     return await conn.fetch(LIST_ALERTS, user_id, since, before_at, before_id, limit)
 
 
-CLAIM_DELIVERIES = f"""
-UPDATE alert_deliveries d SET next_attempt_at = $1 + make_interval(secs => $3)
-FROM quality_alerts a
-WHERE a.id = d.alert_id AND d.alert_id IN (
-    SELECT alert_id FROM alert_deliveries
-    WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1
-    ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED
-)
-RETURNING d.url, d.attempts, a.user_id, {", ".join("a." + c for c in ALERT_COLUMNS.split(", "))}
+GET_DELIVERY = f"""
+SELECT d.url, a.user_id, {", ".join("a." + c for c in ALERT_COLUMNS.split(", "))}
+FROM alert_deliveries d JOIN quality_alerts a ON a.id = d.alert_id
+WHERE d.alert_id = $1 AND d.delivered_at IS NULL AND d.failed_at IS NULL
 """
 
 
-async def claim_deliveries(conn: asyncpg.Connection, now: datetime, limit: int,
-                           lease_s: float) -> list[asyncpg.Record]:
-    return await conn.fetch(CLAIM_DELIVERIES, now, limit, lease_s)
+async def get_delivery(conn: asyncpg.Connection, alert_id: uuid.UUID) -> asyncpg.Record | None:
+    """An alert still to deliver, with its URL; None once delivered or given up."""
+    return await conn.fetchrow(GET_DELIVERY, alert_id)
 
 
 DELIVERED = "UPDATE alert_deliveries SET delivered_at = now(), attempts = attempts + 1 WHERE alert_id = $1"
@@ -146,15 +133,15 @@ async def mark_delivered(conn: asyncpg.Connection, alert_id: uuid.UUID) -> None:
     await conn.execute(DELIVERED, alert_id)
 
 
-DELIVERY_FAILED = """
-UPDATE alert_deliveries SET attempts = attempts + 1, last_error = $3,
-       next_attempt_at = coalesce($2::timestamptz, next_attempt_at),
-       failed_at = CASE WHEN $2::timestamptz IS NULL THEN now() END
-WHERE alert_id = $1
-"""
+DELIVERY_FAILED = "UPDATE alert_deliveries SET attempts = attempts + 1, last_error = $2 WHERE alert_id = $1"
 
 
-async def delivery_failed(conn: asyncpg.Connection, alert_id: uuid.UUID, next_attempt_at: datetime | None,
-                          error: str) -> None:
-    """`next_attempt_at` None: no more attempts."""
-    await conn.execute(DELIVERY_FAILED, alert_id, next_attempt_at, error)
+async def delivery_failed(conn: asyncpg.Connection, alert_id: uuid.UUID, error: str) -> None:
+    await conn.execute(DELIVERY_FAILED, alert_id, error)
+
+
+DELIVERY_GAVE_UP = "UPDATE alert_deliveries SET failed_at = now() WHERE alert_id = $1 AND delivered_at IS NULL"
+
+
+async def delivery_gave_up(conn: asyncpg.Connection, alert_id: uuid.UUID) -> None:
+    await conn.execute(DELIVERY_GAVE_UP, alert_id)
