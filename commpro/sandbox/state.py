@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from commpro.settings import Config
+from aiohttp import web
+
+from commpro.sandbox.config import SandboxConfig
 
 API_VERSION = "2010-04-01"
 
@@ -218,7 +220,7 @@ def segments(body: str) -> int:
 
 @dataclass
 class SandboxState:
-    config: Config
+    config: SandboxConfig
     account_status: str = "active"
     # How many of the next media-host requests fail with a 500 (POST /_sandbox/control).
     media_failures: int = 0
@@ -241,10 +243,13 @@ class SandboxState:
 
     @property
     def account_sid(self) -> str:
-        return self.config.twilio.account_sid
+        return self.config.account_sid
 
     def spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+
+sandbox_state_key = web.AppKey("sandbox_state_key", SandboxState)
