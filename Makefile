@@ -1,23 +1,30 @@
 # Two commands on a fresh machine: `make run` and `make test`. Each creates the virtualenv and
-# installs the pinned requirements when they are missing or have changed.
+# installs the pinned requirements and CommPro itself (editable, with its `commpro` command)
+# when they are missing or have changed.
+# `make test PYTHON=python3.13` uses another interpreter, in a virtualenv of its own (.venv-3.13).
 PYTHON ?= python3
-VENV := .venv
+PY := $(shell .ci/find-python $(PYTHON))
+ifeq ($(PY),)
+$(error $(PYTHON) does not run on this machine: install it, or pass PYTHON=/path/to/python3.X)
+endif
+VENV ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])'))
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+# The lock files' format; `make lock` writes them the same way every time.
+PIP_COMPILE := $(BIN)/pip-compile --quiet --no-emit-index-url --no-emit-find-links --strip-extras \
+	--allow-unsafe --no-header --annotation-style=line
 
-.PHONY: run test bench lint migrate clean
+.PHONY: run test bench lint migrate lock clean
 
-$(STAMP): requirements.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	@# The repository itself on the venv's path, so `commpro` works from any directory.
-	$(BIN)/python -c "import site, sys; open(site.getsitepackages()[0] + '/commpro.pth', 'w').write(sys.argv[1] + '\n')" "$(CURDIR)"
-	printf '#!/bin/sh\nexec "%s/python" -m commpro "$$@"\n' "$(abspath $(BIN))" > $(BIN)/commpro
-	chmod +x $(BIN)/commpro
+$(STAMP): requirements.txt requirements-dev.txt setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PIP) install --quiet --no-deps --editable .
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m commpro serve
+	$(BIN)/commpro serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -30,7 +37,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check --line-length 120 --ignore SIM117 commpro tests
 
 migrate: $(STAMP)
-	$(BIN)/python -m commpro migrate
+	$(BIN)/commpro migrate
+
+# Re-pin after editing requirements.in or requirements-dev.in. UPGRADE="-P aiohttp" raises one
+# pin to its newest release, UPGRADE=--upgrade every pin. Lock with the oldest supported Python
+# (PYTHON=python3.11), so that a dependency only older Pythons need is pinned too.
+lock: $(STAMP)
+	$(PIP_COMPILE) $(UPGRADE) requirements.in -o requirements.txt
+	$(PIP_COMPILE) $(UPGRADE) requirements-dev.in -o requirements-dev.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf .venv .venv-3.* .pytest_cache .ruff_cache build *.egg-info

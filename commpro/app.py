@@ -12,7 +12,6 @@ from commpro.appkeys import (
     jobs_key,
     keyring_key,
     metrics_key,
-    sandbox_state_key,
     started_at_key,
     tasks_key,
 )
@@ -92,11 +91,5 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.add_routes(message_webhooks.routes)
     app.add_routes(message_media.routes)
     app.add_routes(contact_routes.routes)
-    if config.twilio.sandbox:
-        from commpro.sandbox import create_sandbox_app
-
-        sandbox = create_sandbox_app(config)
-        # Also reachable from the main app, for the tests that wait on its lifecycles.
-        app[sandbox_state_key] = sandbox[sandbox_state_key]
-        app.add_subapp("/_sandbox", sandbox)
+    # In development the Twilio sandbox is mounted beside it by commpro.devserver, not here.
     return app

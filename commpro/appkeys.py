@@ -1,39 +1,86 @@
 """Every typed key of application and request state, in one place.
 
 Sub-applications read app state through `request.config_dict[key]`.
+
+This module types only third-party objects and Protocols, and imports no module of ours: every
+feature imports it, so it must import none of them, or cycles form through it. Each Protocol
+says what its key holds and names the class that provides it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from commpro.settings import Config
 
-if TYPE_CHECKING:  # for annotations only: both modules import this one
-    from commpro.events import EventHub
-    from commpro.jobs import JobQueue
-    from commpro.keys import KeyRing
-    from commpro.metrics import Metrics
-    from commpro.sandbox.state import SandboxState
-    from commpro.twilio_gateway import TwilioGateway
+class Settings(Protocol):
+    """commpro.settings.Config: one frozen dataclass per section of config.toml (config.twilio,
+    config.server, ...), and the properties derived from them."""
 
-config_key = web.AppKey("config_key", Config)
+    def __getattr__(self, section: str) -> Any: ...
+
+
+class Gateway(Protocol):
+    """commpro.twilio_gateway.TwilioGateway: the twilio client and the policy around it."""
+
+    client: Any  # twilio.rest.Client
+    mode: str  # "sandbox" or "live"
+
+    async def call(self, operation: str, fn: Any) -> Any: ...
+    async def open_media(self, url: str) -> aiohttp.ClientResponse: ...
+
+
+class Hub(Protocol):
+    """commpro.events.EventHub: the WebSocket subscribers of this process, fed by NOTIFY."""
+
+    def subscribe(self, user_id: str) -> Any: ...
+    def unsubscribe(self, subscriber: Any) -> None: ...
+    def dispatch(self, event: dict[str, Any]) -> None: ...
+
+
+class Keys(Protocol):
+    """commpro.keys.KeyRing: the master keys and the per-user data keys they wrap."""
+
+    current_id: str
+
+    async def data_key(self, conn: asyncpg.Connection, user_id: str, *, create: bool) -> Any: ...
+
+
+class Jobs(Protocol):
+    """commpro.jobs.JobQueue: the job kinds this process runs."""
+
+    kinds: dict[str, Any]
+
+    def wake(self, kind: str) -> None: ...
+
+
+class Meters(Protocol):
+    """commpro.metrics.Metrics: the Prometheus registry and the service's metrics in it."""
+
+    registry: Any  # prometheus_client.CollectorRegistry
+
+    def job_succeeded(self, name: str) -> None: ...
+
+
+config_key = web.AppKey("config_key", Settings)
 pool_key = web.AppKey("pool_key", asyncpg.Pool)
-twilio_key: web.AppKey[TwilioGateway] = web.AppKey("twilio_key")
+twilio_key = web.AppKey("twilio_key", Gateway)
 # Background tasks by name, for shutdown and for /status.
 tasks_key = web.AppKey("tasks_key", dict[str, asyncio.Task])
 started_at_key = web.AppKey("started_at_key", float)
-sandbox_state_key: web.AppKey[SandboxState] = web.AppKey("sandbox_state_key")
-keyring_key: web.AppKey[KeyRing] = web.AppKey("keyring_key")
+keyring_key = web.AppKey("keyring_key", Keys)
 # The job kinds this process runs (commpro.jobs), and how to wake their loops.
-jobs_key: web.AppKey[JobQueue] = web.AppKey("jobs_key")
-hub_key: web.AppKey[EventHub] = web.AppKey("hub_key")
-metrics_key: web.AppKey[Metrics] = web.AppKey("metrics_key")
+jobs_key = web.AppKey("jobs_key", Jobs)
+hub_key = web.AppKey("hub_key", Hub)
+metrics_key = web.AppKey("metrics_key", Meters)
+# On a sub-application mounted beside the service that checks its own credentials (the Twilio
+# sandbox of development): the service's JWT middleware leaves its routes to it.
+own_auth_key = web.AppKey("own_auth_key", bool)
 
 request_id_key = web.RequestKey("request_id_key", str)
 # The verified JWT claims of the caller; absent on routes that need no JWT.

@@ -40,9 +40,12 @@ def with_database(config: Config) -> Config:
     """The config with a database URL: the given one, or the embedded server's."""
     if config.database.url:
         return config
-    from commpro.embedded import embedded_database_url
+    from commpro.embedded import EmbeddedDatabaseError, embedded_database_url
 
-    url = embedded_database_url(config.data_dir)
+    try:
+        url = embedded_database_url(config.data_dir)
+    except EmbeddedDatabaseError as exc:
+        raise CliError(str(exc)) from None
     return dataclasses.replace(config, database=dataclasses.replace(config.database, url=url))
 
 
@@ -73,8 +76,17 @@ async def _serve(config: Config) -> None:
 
     from commpro.app import create_app
 
-    runner = web.AppRunner(create_app(config), access_log=None,
-                           shutdown_timeout=config.server.shutdown_timeout_s)
+    app = create_app(config)
+    if config.twilio.sandbox:
+        # Development without a Twilio account: the stand-in, beside the service on this port.
+        try:
+            from commpro.devserver import mount_sandbox
+        except ModuleNotFoundError:
+            raise CliError("no Twilio credentials, and the Twilio sandbox of development is not installed here (it "
+                           "is part of the repository): set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or run "
+                           "`make run` in a clone") from None
+        mount_sandbox(app, config)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.server.shutdown_timeout_s)
     await runner.setup()
     try:
         await web.TCPSite(runner, config.server.host, config.server.port).start()

@@ -17,16 +17,15 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 
-from commpro.settings import Config
+from commpro.config_secrets import fill_secrets
+from commpro.settings import Config, ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_PATH = REPO_ROOT / "config.toml"
+# A checkout's config.toml, found when the code runs from the repository (make, an editable
+# install). An installed package has none beside it and starts from the defaults of settings.py,
+# unless COMMPRO_CONFIG names a file.
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.toml"
 ALLOWED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"})
 LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
-
-
-class ConfigError(Exception):
-    """An invalid or missing setting; the message names every key at fault."""
 
 
 # The exact names operators (and Railway) use, mapped to section.key.
@@ -73,8 +72,13 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
     `env` defaults to os.environ; tests pass their own mapping.
     """
     env = os.environ if env is None else env
-    path = Path(path or env.get("COMMPRO_CONFIG") or DEFAULT_CONFIG_PATH)
-    raw, origin = _read_toml(path)
+    path = path or env.get("COMMPRO_CONFIG") or (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None)
+    if path:
+        path = Path(path)
+        raw, origin = _read_toml(path)
+    else:
+        # Relative paths (app.data_dir) are then relative to the working directory.
+        path, raw, origin = Path.cwd() / "config.toml", {}, {}
     _overlay_env(raw, origin, env)
     # Erasure at Twilio is on by default in production only; config.toml or the environment
     # may say otherwise anywhere.
@@ -90,8 +94,6 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
     config = Config(**sections)
     config = _resolve_paths(config, path)
     config = _validate(config, origin)
-    from commpro.config_secrets import fill_secrets  # it imports this module: imported late
-
     return fill_secrets(config, origin)
 
 

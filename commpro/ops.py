@@ -11,8 +11,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from commpro import __version__
-from commpro.appkeys import config_key, metrics_key, pool_key, started_at_key, tasks_key, twilio_key
-from commpro.auth import auth_for_path
+from commpro.appkeys import config_key, metrics_key, own_auth_key, pool_key, started_at_key, tasks_key, twilio_key
+from commpro.auth import OWN_AUTH, auth_for_path
 from commpro.errors import ServiceUnavailable, Unauthorized
 from commpro.jobs import job_stats
 
@@ -91,7 +91,10 @@ def endpoint_table(app: web.Application) -> list[dict[str, str | None]]:
     for resource in app.router.resources():
         if isinstance(resource, web.PrefixedSubAppResource):
             # A sub-app's resources already carry its prefix.
-            rows.extend(endpoint_table(resource._app))
+            sub_rows = endpoint_table(resource._app)
+            if resource._app.get(own_auth_key, False):
+                sub_rows = [{**row, "auth": OWN_AUTH} for row in sub_rows]
+            rows.extend(sub_rows)
             continue
         path = resource.canonical
         for route in resource:

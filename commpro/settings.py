@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+class ConfigError(Exception):
+    """An invalid or missing setting; the message names every key at fault."""
+
+
 @dataclass(frozen=True)
 class AppSettings:
     env: str = "development"

@@ -23,12 +23,13 @@ from aiohttp.test_utils import TestClient, unused_port
 from twilio.request_validator import RequestValidator
 
 from commpro.app import create_app
-from commpro.appkeys import pool_key, sandbox_state_key, twilio_key
+from commpro.appkeys import pool_key, twilio_key
 from commpro.auth import mint_token
 from commpro.config import Config, load_config
+from commpro.devserver import mount_sandbox
 from commpro.logs import configure_logging
 from commpro.numbers.store import insert_number, update_number
-from commpro.sandbox.state import SandboxState
+from commpro.sandbox.state import SandboxState, sandbox_state_key
 from commpro.twilio_gateway import TwilioGateway
 
 REPO = Path(__file__).resolve().parent.parent
@@ -201,12 +202,15 @@ class Service:
 
 @pytest.fixture
 def start_service(aiohttp_client, make_config) -> Callable[..., asyncio.Future[Service]]:
-    """Start the real app on a real port; `app_hook(app)` may add test-only routes first."""
+    """Start the real app on a real port, with the sandbox beside it as `make run` has it (unless
+    Twilio credentials are given); `app_hook(app)` may add test-only routes first."""
 
     async def start(config: Config | None = None, app_hook=None, **env: str) -> Service:
         if config is None:
             config = make_config(**env)
         app = create_app(config)
+        if config.twilio.sandbox:
+            mount_sandbox(app, config)
         if app_hook is not None:
             app_hook(app)
         client = await aiohttp_client(app, server_kwargs={"port": config.server.port, "host": "127.0.0.1"})

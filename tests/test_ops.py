@@ -30,10 +30,10 @@ async def test_status_is_the_dashboard(service):
     assert endpoints[("GET", "/healthz")]["auth"] == "none"
     assert endpoints[("GET", "/status")]["auth"] == "jwt"
     assert endpoints[("POST", "/webhook/sms")]["auth"] == "twilio-signature"
-    assert endpoints[("POST", "/_sandbox/api/2010-04-01/Accounts/{account_sid}/Calls.json")]["auth"] == "sandbox-basic"
+    assert endpoints[("POST", "/_sandbox/api/2010-04-01/Accounts/{account_sid}/Calls.json")]["auth"] == "own"
     assert endpoints[("GET", "/media/{id}")]["auth"] == "signed-url"
     assert endpoints[("GET", "/api/calls/{id}")]["auth"] == "jwt"
-    assert all(e["auth"] in ("none", "jwt", "twilio-signature", "sandbox-basic", "signed-url", "metrics-token")
+    assert all(e["auth"] in ("none", "jwt", "twilio-signature", "own", "signed-url", "metrics-token")
                for e in body["endpoints"])
     tasks = {t["name"] for t in body["backgroundTasks"]}
     assert {"calls-prices", "messages-prices", "media-fetch", "voice-insights", "alert-webhook"} <= tasks

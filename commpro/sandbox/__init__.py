@@ -1,7 +1,9 @@
-"""A local stand-in for Twilio, mounted at /_sandbox when no Twilio credentials are set.
+"""A local stand-in for Twilio, mounted at /_sandbox beside the service in development (when no
+Twilio credentials are set) and in the tests.
 
 The real twilio client talks to it over HTTP (through `client.api.base_url` and
-`client.insights.base_url`), and it calls the service back with signed webhooks.
+`client.insights.base_url`), and it calls the service back with signed webhooks. It imports
+nothing of the service, and the service imports nothing of it: commpro/devserver.py mounts it.
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from commpro.appkeys import sandbox_state_key
 from commpro.sandbox import api, simulate
+from commpro.sandbox.config import SandboxConfig
 from commpro.sandbox.faults import fault_middleware
-from commpro.sandbox.state import SandboxState
-from commpro.settings import Config
+from commpro.sandbox.state import SandboxState, sandbox_state_key
 
 
-def create_sandbox_app(config: Config) -> web.Application:
+def create_sandbox_app(config: SandboxConfig) -> web.Application:
     app = web.Application(middlewares=[api.basic_auth_middleware, fault_middleware])
     app[sandbox_state_key] = SandboxState(config)
     app.add_routes(api.routes)

@@ -15,10 +15,9 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from commpro.appkeys import sandbox_state_key
 from commpro.sandbox import magic
 from commpro.sandbox.lifecycle import drive_call, drive_message
-from commpro.sandbox.state import SandboxCall, SandboxMessage, SandboxState, iso, new_sid, now
+from commpro.sandbox.state import SandboxCall, SandboxMessage, SandboxState, iso, new_sid, now, sandbox_state_key
 
 routes = web.RouteTableDef()
 ACCOUNT = "/api/2010-04-01/Accounts/{account_sid}"
@@ -52,7 +51,7 @@ def authorized(request: web.Request) -> bool:
     except (binascii.Error, UnicodeDecodeError):
         return False
     return hmac.compare_digest(user, state.account_sid) and hmac.compare_digest(
-        password, state.config.twilio.auth_token
+        password, state.config.auth_token
     )
 
 
@@ -288,7 +287,7 @@ async def call_summary(request: web.Request) -> web.Response:
             return twilio_error(429, 20429, "Too many requests")
         return not_found()
     call = state.calls.get(sid)
-    s = state.config.sandbox
+    s = state.config.pacing
     if (call is None or call.end is None or magic.NO_SUMMARY in (call.to, call.from_)
             or now() - call.end < timedelta(seconds=s.summary_partial_after_s)):
         return not_found()

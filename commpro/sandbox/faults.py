@@ -11,7 +11,7 @@ import contextlib
 
 from aiohttp import web
 
-from commpro.appkeys import sandbox_state_key
+from commpro.sandbox.state import sandbox_state_key
 
 CREATE_ROUTES = frozenset({"sandbox_create_call", "sandbox_create_message"})
 FAULTS = ("late", "drop", "hang")

@@ -53,12 +53,12 @@ async def post_signed(state: SandboxState, url: str, params: dict[str, Any]) -> 
     """POST a form to the service, signed like Twilio; never raises for HTTP or network errors."""
     form = {k: str(v) for k, v in params.items() if v is not None}
     headers = {"User-Agent": "TwilioProxy/1.1 (commpro sandbox)"}
-    shared_key = state.config.twilio.webhook_signing_key
+    shared_key = state.config.webhook_signing_key
     if shared_key:
         headers[SIGNATURE_SETTINGS_HEADER] = f"key={SANDBOX_SIGNING_KEY_ID},algorithm={HMAC_SHA256}"
         headers[SIGNATURE_HEADER] = RequestValidator(shared_key).compute_signature(url, form, HMAC_SHA256)
     else:
-        headers[SIGNATURE_HEADER] = RequestValidator(state.config.twilio.auth_token).compute_signature(url, form)
+        headers[SIGNATURE_HEADER] = RequestValidator(state.config.auth_token).compute_signature(url, form)
     try:
         async with state.session.post(url, data=form, headers=headers, timeout=HTTP_TIMEOUT) as resp:
             return PostResult(resp.status, await resp.text())
@@ -107,7 +107,7 @@ async def set_call_status(state: SandboxState, call: SandboxCall, status: str, e
     if status in TERMINAL:
         call.end = call.updated
         call.duration = call.duration or 0
-        call.price_at = call.end + timedelta(seconds=state.config.sandbox.price_after_s)
+        call.price_at = call.end + timedelta(seconds=state.config.pacing.price_after_s)
         extra.setdefault("CallDuration", call.duration)
         if call.error_code:
             extra.setdefault("ErrorCode", call.error_code)
@@ -130,7 +130,7 @@ def callee_answers(number: str) -> str:
 
 async def drive_call(state: SandboxState, call: SandboxCall) -> None:
     """An outbound-api call: initiated, ringing, answered, its TwiML played, completed."""
-    s = state.config.sandbox
+    s = state.config.pacing
     await set_call_status(state, call, "initiated", "initiated")
     await asyncio.sleep(s.ring_after_s)
     await set_call_status(state, call, "ringing", "ringing")
@@ -177,7 +177,7 @@ async def finish_inbound_call(state: SandboxState, call: SandboxCall, answer: Po
                 call.status = "in-progress"
                 call.start = now()
                 await play(state, call, root, base_url=voice_url)
-                call.duration = state.config.sandbox.call_duration_s
+                call.duration = state.config.pacing.call_duration_s
     status = "failed" if call.error_code else ("completed" if call.start else "busy")
     call.status_callback, call.status_events = status_url, frozenset({"completed"})
     await set_call_status(state, call, status, "completed")
@@ -208,10 +208,10 @@ NO_ACTION = PostResult(0, "")
 
 async def record(state: SandboxState, call: SandboxCall, verb: ET.Element,
                  base_url: str) -> tuple[str | None, PostResult]:
-    duration = min(int(verb.get("maxLength", "3600")), state.config.sandbox.call_duration_s)
+    duration = min(int(verb.get("maxLength", "3600")), state.config.pacing.call_duration_s)
     rec = SandboxRecording(new_sid("RE"), call.sid, call.account_sid, duration)
     state.recordings[rec.sid] = rec
-    api = state.config.twilio.api_base_url
+    api = state.config.api_base_url
     action = urljoin(base_url, verb.get("action", "")) if verb.get("action") else None
     if action is None:
         return None, NO_ACTION
@@ -248,7 +248,7 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
         await set_call_status(state, leg, "ringing", "ringing")
         if outcome == "answer" and answered is None:
             await set_call_status(state, leg, "in-progress", "answered")
-            leg.duration = state.config.sandbox.call_duration_s
+            leg.duration = state.config.pacing.call_duration_s
             await set_call_status(state, leg, "completed", "completed")
             dial_status, answered = "completed", leg
         else:
@@ -268,7 +268,7 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
 
 async def drive_message(state: SandboxState, message: SandboxMessage) -> None:
     """An outbound message: its media fetched, then sent and delivered (or failed)."""
-    step = state.config.sandbox.message_step_s
+    step = state.config.pacing.message_step_s
     for url in message.media_urls:
         try:
             async with state.session.get(url, timeout=HTTP_TIMEOUT) as resp:
@@ -291,7 +291,7 @@ async def set_message_status(state: SandboxState, message: SandboxMessage, statu
     message.status = status
     message.updated = now()
     if status in ("delivered", "undelivered", "failed"):
-        message.price_at = message.updated + timedelta(seconds=state.config.sandbox.price_after_s)
+        message.price_at = message.updated + timedelta(seconds=state.config.pacing.price_after_s)
     if message.status_callback:
         await post_signed(state, message.status_callback, {
             "AccountSid": message.account_sid,

@@ -9,10 +9,17 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from commpro.appkeys import sandbox_state_key
 from commpro.sandbox.faults import FAULTS
 from commpro.sandbox.lifecycle import call_params, finish_inbound_call, post_signed
-from commpro.sandbox.state import API_VERSION, SandboxCall, SandboxMedia, SandboxMessage, new_sid, now
+from commpro.sandbox.state import (
+    API_VERSION,
+    SandboxCall,
+    SandboxMedia,
+    SandboxMessage,
+    new_sid,
+    now,
+    sandbox_state_key,
+)
 
 routes = web.RouteTableDef()
 
@@ -39,7 +46,7 @@ async def simulate_sms(request: web.Request) -> web.Response:
     media_in = data.get("media") or []
     sid = new_sid("MM" if media_in else "SM")
     message = SandboxMessage(sid, state.account_sid, data["from"], data["to"], body, "inbound", status="received",
-                             price_at=now() + timedelta(seconds=state.config.sandbox.price_after_s))
+                             price_at=now() + timedelta(seconds=state.config.pacing.price_after_s))
     for item in media_in:
         try:
             content = base64.b64decode(item["dataBase64"], validate=True)
@@ -49,7 +56,7 @@ async def simulate_sms(request: web.Request) -> web.Response:
         message.media.append(media)
         state.media[media.sid] = media
     state.messages[sid] = message
-    api = state.config.twilio.api_base_url
+    api = state.config.api_base_url
     params = {
         "AccountSid": state.account_sid, "ApiVersion": API_VERSION, "MessageSid": sid, "SmsSid": sid,
         "SmsMessageSid": sid, "SmsStatus": "received", "From": message.from_, "To": message.to,
@@ -58,7 +65,7 @@ async def simulate_sms(request: web.Request) -> web.Response:
     for i, media in enumerate(message.media):
         params[f"MediaUrl{i}"] = f"{api}/{API_VERSION}/Accounts/{state.account_sid}/Messages/{sid}/Media/{media.sid}"
         params[f"MediaContentType{i}"] = media.content_type
-    url = state.config.server.public_base_url + "/webhook/sms"
+    url = state.config.public_base_url + "/webhook/sms"
     result = await post_signed(state, url, params)
     return web.json_response({"messageSid": sid, "webhook": {"url": url, "status": result.status,
                                                              "response": result.text}})
@@ -72,7 +79,7 @@ async def simulate_call(request: web.Request) -> web.Response:
     data = await _json(request, "from", "to")
     call = SandboxCall(new_sid("CA"), state.account_sid, data["from"], data["to"], "inbound", status="ringing")
     state.calls[call.sid] = call
-    base = state.config.server.public_base_url
+    base = state.config.public_base_url
     voice_url, status_url = base + "/webhook/voice", base + "/webhook/voice/status"
     answer = await post_signed(state, voice_url, call_params(call))
     state.spawn(finish_inbound_call(state, call, answer, voice_url, status_url))

@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from commpro.settings import Config
+from aiohttp import web
+
+from commpro.sandbox.config import SandboxConfig
 
 API_VERSION = "2010-04-01"
 
@@ -226,7 +228,7 @@ def segments(body: str) -> int:
 
 @dataclass
 class SandboxState:
-    config: Config
+    config: SandboxConfig
     account_status: str = "active"
     # How many of the next media-host requests fail with a 500 (POST /_sandbox/control).
     media_failures: int = 0
@@ -264,7 +266,7 @@ class SandboxState:
 
     @property
     def account_sid(self) -> str:
-        return self.config.twilio.account_sid
+        return self.config.account_sid
 
     def spawn(self, coro, delay_s: float = 0.0) -> asyncio.Task:
         if delay_s > 0:
@@ -282,3 +284,6 @@ async def _after(delay_s: float, coro) -> None:
         coro.close()
         raise
     await coro
+
+
+sandbox_state_key = web.AppKey("sandbox_state_key", SandboxState)
