@@ -23,6 +23,7 @@ from commpro.auth import auth_middleware
 from commpro.calls import routes as call_routes
 from commpro.calls import webhooks as call_webhooks
 from commpro.calls.prices import PRICES as CALL_PRICES
+from commpro.console import routes as console_routes
 from commpro.db import pool_ctx
 from commpro.errors import error_middleware
 from commpro.events import hub_ctx, retention_job
@@ -70,6 +71,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.cleanup_ctx.append(quality_job(config.quality.poll_interval_s))
     app.cleanup_ctx.append(delivery_job(config.alerts.delivery_interval_s))
     app.add_routes(ops.routes)
+    app.add_routes(console_routes.routes)
     app.add_routes(event_routes.routes)
     app.add_routes(number_routes.routes)
     # Before the call routes: /api/calls/alerts is not a call id.
@@ -86,4 +88,6 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
         # Also reachable from the main app, for the tests that wait on its lifecycles.
         app[sandbox_state_key] = sandbox[sandbox_state_key]
         app.add_subapp("/_sandbox", sandbox)
+        # The console's sandbox controls exist only beside the sandbox, never in production.
+        app.add_routes(console_routes.sandbox_routes)
     return app
