@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config()
         # The service logs on stdout; a one-shot command keeps stdout for its result.
-        configure_logging(config.log.level, sys.stdout if args.func is cmd_serve else sys.stderr)
+        configure_logging(config.log.level, sys.stdout if args.func is cmd_serve else sys.stderr, config.log.format)
         args.func(config, args)
     except ConfigError as exc:
         print(f"commpro: configuration error: {exc}", file=sys.stderr)

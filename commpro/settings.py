@@ -110,6 +110,9 @@ class CryptoSettings:
 @dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
+    # "console" (coloured when on a terminal) or "json"; empty: console in development, json in
+    # production.
+    format: str = ""
 
 
 @dataclass(frozen=True)

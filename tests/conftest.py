@@ -224,6 +224,8 @@ def python_env(**extra: str) -> dict[str, str]:
     """The environment for a `python -m commpro` subprocess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMMPRO_", "TWILIO_", "JWT_"))}
     env["PYTHONPATH"] = str(REPO)
+    # The tests read the service's log lines as JSON; development's default is for people.
+    env["LOG_FORMAT"] = "json"
     env.update(extra)
     return env
 
