@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@echo "Installing the pinned requirements into $(VENV): a minute or so the first time..."
+	$(BIN)/python -m pip install --progress-bar on --disable-pip-version-check -r requirements.txt
 	@# The repository itself on the venv's path, so `commpro` works from any directory.
 	$(BIN)/python -c "import site, sys; open(site.getsitepackages()[0] + '/commpro.pth', 'w').write(sys.argv[1] + '\n')" "$(CURDIR)"
 	printf '#!/bin/sh\nexec "%s/python" -m commpro "$$@"\n' "$(abspath $(BIN))" > $(BIN)/commpro

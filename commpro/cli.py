@@ -1,49 +1,22 @@
-"""`commpro` (also `python -m commpro`): serve, migrate, numbers, token, sandbox."""
+"""`commpro` (also `python -m commpro`): serve, migrate, numbers, keys, token; sandbox in cli_sandbox.py."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import dataclasses
+import errno
 import json
-import mimetypes
 import sys
-from pathlib import Path
 
-import phonenumbers
 import structlog
 
+from commpro import cli_sandbox
+from commpro.cli_support import CliError, e164, forget_serving, record_serving, with_conn, with_database
 from commpro.config import Config, ConfigError, load_config
 from commpro.logs import configure_logging
 
 log = structlog.get_logger("commpro.cli")
 DEMO_NUMBERS = ("+15005550006", "+15005550010")
-
-
-class CliError(Exception):
-    """A failure to report in one line, without a traceback."""
-
-
-def e164(value: str) -> str:
-    """argparse type: a valid E.164 number, normalised."""
-    try:
-        parsed = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an E.164 number (+ and country code)") from None
-    if not phonenumbers.is_possible_number(parsed):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a possible phone number")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-
-def with_database(config: Config) -> Config:
-    """The config with a database URL: the given one, or the embedded server's."""
-    if config.database.url:
-        return config
-    from commpro.embedded import embedded_database_url
-
-    url = embedded_database_url(config.data_dir)
-    return dataclasses.replace(config, database=dataclasses.replace(config.database, url=url))
 
 
 # -- serve -------------------------------------------------------------------------------------
@@ -77,7 +50,16 @@ async def _serve(config: Config) -> None:
                            shutdown_timeout=config.server.shutdown_timeout_s)
     await runner.setup()
     try:
-        await web.TCPSite(runner, config.server.host, config.server.port).start()
+        try:
+            await web.TCPSite(runner, config.server.host, config.server.port).start()
+        except OSError as exc:
+            where = f"{config.server.host}:{config.server.port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise CliError(f"port {config.server.port} is already in use ({where}): another `make run`? "
+                               "Stop it, or choose another port with PORT=...") from None
+            raise CliError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        # For `commpro sandbox ...` in another shell: where this server listens.
+        record_serving(config)
         await _banner(runner.app, config)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -86,7 +68,9 @@ async def _serve(config: Config) -> None:
         await stop.wait()
         log.info("shutdown_started")
     finally:
+        forget_serving(config)
         await runner.cleanup()
+
 
 
 async def _banner(app, config: Config) -> None:
@@ -96,8 +80,14 @@ async def _banner(app, config: Config) -> None:
     from commpro.errors import Conflict
     from commpro.numbers.store import insert_number
 
-    lines = [f"CommPro {config.app.env} on {config.local_base_url} (public: {config.server.public_base_url})"]
-    if config.twilio.sandbox:
+    twilio = config.twilio
+    listening = f"{config.server.host or '*'}:{config.server.port}"
+    lines = [f"CommPro {config.app.env} on {config.local_base_url} "
+             + f"(listening on {listening}; public: {config.server.public_base_url})"]
+    if not twilio.sandbox:
+        sid = twilio.account_sid
+        lines.append(f"Twilio: live, account {sid[:4]}...{sid[-4:]} (credentials from {twilio.credentials_from})")
+    else:
         user = config.sandbox.demo_user
         numbers = []
         async with app[pool_key].acquire() as conn:
@@ -109,28 +99,16 @@ async def _banner(app, config: Config) -> None:
                 except Conflict:
                     pass  # taken by a user of yours: not a demo number any more
         lines += [
-            "Twilio: the local sandbox (no Twilio account needed)",
+            f"Twilio: the local sandbox, no Twilio account needed (its credentials {twilio.credentials_from})",
             f"Demo user {user!r}, numbers: {', '.join(numbers) or 'none free'}",
             f"Token: {mint_token(config, user)}",
         ]
+    lines.append(f"Console: open {config.local_base_url}/ in a browser")
     lines.append(f"Try:   curl -H 'Authorization: Bearer <token>' {config.local_base_url}/status")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 # -- migrate, numbers, token -------------------------------------------------------------------
-
-
-async def _with_conn(config: Config, fn):
-    from commpro.db import create_pool, migrate
-
-    pool = await create_pool(config.database.url, min_size=1, max_size=1,
-                             timeout_s=config.database.connect_timeout_s)
-    try:
-        async with pool.acquire() as conn:
-            await migrate(conn)
-            return await fn(conn)
-    finally:
-        await pool.close()
 
 
 def cmd_migrate(config: Config, args: argparse.Namespace) -> None:
@@ -165,7 +143,7 @@ def cmd_numbers_add(config: Config, args: argparse.Namespace) -> None:
                                        identity=args.identity, forward_to=args.forward_to)
 
     try:
-        row = asyncio.run(_with_conn(with_database(config), add))
+        row = asyncio.run(with_conn(with_database(config), add))
     except Conflict as exc:
         raise CliError(exc.message) from None
     print(json.dumps(_number_json(row)))
@@ -174,7 +152,7 @@ def cmd_numbers_add(config: Config, args: argparse.Namespace) -> None:
 def cmd_numbers_list(config: Config, args: argparse.Namespace) -> None:
     from commpro.numbers.store import list_numbers
 
-    rows = asyncio.run(_with_conn(with_database(config), lambda conn: list_numbers(conn, args.user)))
+    rows = asyncio.run(with_conn(with_database(config), lambda conn: list_numbers(conn, args.user)))
     for row in rows:
         print(json.dumps(_number_json(row)))
 
@@ -204,7 +182,7 @@ def cmd_keys_rotate(config: Config, args: argparse.Namespace) -> None:
         return done
 
     try:
-        done = asyncio.run(_with_conn(with_database(config), rotate))
+        done = asyncio.run(with_conn(with_database(config), rotate))
     except RuntimeError as exc:  # a key wrapped by a master key we were not given
         raise CliError(str(exc)) from None
     print(f"\nre-wrapped {done} data key(s) under master key {keyring.current_id}", file=sys.stderr)
@@ -225,7 +203,7 @@ def cmd_keys_shred(config: Config, args: argparse.Namespace) -> None:
     async def shred(conn):
         return await keys.shred_user_key(conn, args.user_id)
 
-    shredded_at = asyncio.run(_with_conn(with_database(config), shred))
+    shredded_at = asyncio.run(with_conn(with_database(config), shred))
     if shredded_at is None:
         raise CliError(f"{args.user_id!r} has no data key (none yet, or already shredded)")
     print(f"shredded the data key of {args.user_id!r} at {shredded_at.isoformat()}; running servers forget "
@@ -242,44 +220,6 @@ def cmd_token(config: Config, args: argparse.Namespace) -> None:
 
 
 # -- sandbox -----------------------------------------------------------------------------------
-
-
-def _sandbox_post(config: Config, path: str, payload: dict) -> dict:
-    import aiohttp
-
-    if not config.twilio.sandbox:
-        raise CliError("the sandbox runs only when no Twilio credentials are set (development)")
-    url = f"{config.local_base_url}/_sandbox{path}"
-    auth = aiohttp.encode_basic_auth(config.twilio.account_sid, config.twilio.auth_token)
-
-    async def post() -> dict:
-        async with aiohttp.ClientSession() as session:
-            async with session.post(url, json=payload, headers={"Authorization": auth},
-                                    timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                if resp.status != 200:
-                    raise CliError(f"the sandbox answered {resp.status}: {await resp.text()}")
-                return await resp.json()
-
-    try:
-        return asyncio.run(post())
-    except (aiohttp.ClientError, OSError) as exc:
-        raise CliError(f"cannot reach the sandbox at {url} ({type(exc).__name__}): is `make run` running?") from None
-
-
-def cmd_sandbox_sms(config: Config, args: argparse.Namespace) -> None:
-    media = []
-    for path in args.media or []:
-        data = Path(path).read_bytes()
-        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        media.append({"contentType": content_type, "dataBase64": base64.b64encode(data).decode()})
-    result = _sandbox_post(config, "/simulate/sms",
-                           {"from": args.from_, "to": args.to, "body": args.body, "media": media})
-    print(json.dumps(result, indent=2))
-
-
-def cmd_sandbox_call(config: Config, args: argparse.Namespace) -> None:
-    result = _sandbox_post(config, "/simulate/call", {"from": args.from_, "to": args.to})
-    print(json.dumps(result, indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,18 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime (default auth.dev_token_ttl_s)")
     p.set_defaults(func=cmd_token)
 
-    sandbox = sub.add_parser("sandbox", help="simulate inbound traffic through the local sandbox").add_subparsers(
-        dest="sandbox_command", required=True)
-    p = sandbox.add_parser("sms", help="an SMS/MMS to one of your numbers, through the signed webhook")
-    p.add_argument("--from", dest="from_", required=True, type=e164, metavar="+E164")
-    p.add_argument("--to", required=True, type=e164, metavar="+E164")
-    p.add_argument("--body", default="", help="the text")
-    p.add_argument("--media", action="append", metavar="FILE", help="attach a file (repeatable)")
-    p.set_defaults(func=cmd_sandbox_sms)
-    p = sandbox.add_parser("call", help="a call to one of your numbers, through the signed webhook")
-    p.add_argument("--from", dest="from_", required=True, type=e164, metavar="+E164")
-    p.add_argument("--to", required=True, type=e164, metavar="+E164")
-    p.set_defaults(func=cmd_sandbox_call)
+    cli_sandbox.add_parsers(sub)
     return parser
 
 

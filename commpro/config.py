@@ -58,7 +58,7 @@ ENV_NAMES: dict[str, tuple[str, str]] = {
 # Read by load_config itself, not settings.
 META_ENV_NAMES = frozenset({"COMMPRO_CONFIG", "RAILWAY_PUBLIC_DOMAIN"})
 # Fields the loader derives; neither config.toml nor the environment may set them.
-DERIVED = frozenset({("twilio", "sandbox")})
+DERIVED = frozenset({("twilio", "sandbox"), ("twilio", "credentials_from")})
 
 _SECTIONS: dict[str, type] = {
     f.name: typing.get_type_hints(Config)[f.name]

@@ -62,6 +62,8 @@ class TwilioSettings:
     # Set by the loader: True when no credentials were given in development, so the local
     # sandbox stands in for Twilio. Not a key of config.toml.
     sandbox: bool = False
+    # Set by the loader: where the account SID and auth token came from, for the banner.
+    credentials_from: str = ""
 
 
 @dataclass(frozen=True)
