@@ -11,7 +11,15 @@ import sys
 import structlog
 
 from commpro import cli_sandbox
-from commpro.cli_support import CliError, e164, forget_serving, record_serving, with_conn, with_database
+from commpro.cli_support import (
+    CliError,
+    e164,
+    forget_serving,
+    record_serving,
+    server_config,
+    with_conn,
+    with_database,
+)
 from commpro.config import Config, ConfigError, load_config
 from commpro.logs import configure_logging
 
@@ -222,6 +230,44 @@ def cmd_token(config: Config, args: argparse.Namespace) -> None:
 # -- sandbox -----------------------------------------------------------------------------------
 
 
+def cmd_events(config: Config, args: argparse.Namespace) -> None:
+    """The user's events as they happen, one JSON line each: the WebSocket /api/events."""
+    import aiohttp
+
+    from commpro.auth import mint_token
+
+    config = server_config(config)
+    try:
+        token = args.token or mint_token(config, args.user or config.sandbox.demo_user)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    url = f"{config.local_base_url}/api/events"
+    params = {"since": str(args.since)} if args.since is not None else {}
+
+    async def listen() -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(url, params=params, headers={"Authorization": f"Bearer {token}"}) as ws:
+                print(f"listening to {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+                seen = 0
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    print(msg.data, flush=True)
+                    seen += 1
+                    if seen == args.count:
+                        return
+                raise CliError(f"the server closed the stream (code {ws.close_code}): run again with --since")
+
+    try:
+        asyncio.run(listen())
+    except aiohttp.WSServerHandshakeError as exc:
+        raise CliError(f"the server refused the stream ({exc.status}): is the token right?") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise CliError(f"cannot reach {url} ({type(exc).__name__}): is `make run` running?") from None
+    except KeyboardInterrupt:
+        pass
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="commpro", description="CommPro backend")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -256,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user_id", metavar="USER_ID")
     p.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime (default auth.dev_token_ttl_s)")
     p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("events", help="print a user's events as they happen (the WebSocket /api/events)")
+    p.add_argument("--user", metavar="USER_ID", help="whose events, with a token minted here (default: the demo user)")
+    p.add_argument("--token", help="a JWT to use instead")
+    p.add_argument("--since", type=int, metavar="ID", help="first replay what came after this event id")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    p.set_defaults(func=cmd_events)
 
     cli_sandbox.add_parsers(sub)
     return parser

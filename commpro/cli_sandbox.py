@@ -6,26 +6,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import dataclasses
 import json
 import mimetypes
-import os
 from pathlib import Path
 
-from commpro.cli_support import CliError, e164, serving, with_conn, with_database
+from commpro.cli_support import CliError, e164, server_config, with_conn, with_database
 from commpro.config import Config
 
 
 def _sandbox_config(config: Config) -> Config:
-    """The settings of the server to talk to: the `commpro serve` running on this data dir
-    (whatever its PORT was), unless HOST or PORT is given here."""
     if not config.twilio.sandbox:
         raise CliError("the sandbox runs only when no Twilio credentials are set (development)")
-    running = serving(config)
-    if running is None or "PORT" in os.environ or "HOST" in os.environ:
-        return config
-    host, port = running
-    return dataclasses.replace(config, server=dataclasses.replace(config.server, host=host, port=port))
+    return server_config(config)
 
 
 def _sandbox_post(config: Config, path: str, payload: dict) -> dict:

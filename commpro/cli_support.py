@@ -66,6 +66,16 @@ def serving(config: Config, pid: int | None = None) -> tuple[str, int] | None:
         return None  # none written, unreadable, or its process is gone
 
 
+def server_config(config: Config) -> Config:
+    """The settings of the server to talk to: the `commpro serve` running on this data dir
+    (whatever its PORT was), unless a port is given here too."""
+    running = serving(config)
+    if running is None or "PORT" in os.environ or "COMMPRO_SERVER_PORT" in os.environ:
+        return config
+    host, port = running
+    return dataclasses.replace(config, server=dataclasses.replace(config.server, host=host, port=port))
+
+
 def record_serving(config: Config) -> None:
     """Written once listening, for the commands run from another shell."""
     (config.data_dir / SERVING_RECORD).write_text(
