@@ -23,8 +23,8 @@ def first_five_minutes() -> tuple[str, str]:
     text = (REPO / "README.md").read_text()
     before, _, after = text.partition(MARKER)
     assert after, "the README lost its first-five-minutes block"
-    listener = re.findall(r"```sh\n(.*?)```", before, re.S)[-1].strip()
-    block = re.search(r"```sh\n(.*?)```", after, re.S).group(1)
+    listener = re.findall(r"```sh\n(.*?)```", before, re.DOTALL)[-1].strip()
+    block = re.search(r"```sh\n(.*?)```", after, re.DOTALL).group(1)
     return listener, block
 
 
