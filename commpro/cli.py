@@ -67,12 +67,13 @@ async def _serve(config: Config) -> None:
                                "Stop it, or choose another port with PORT=...") from None
             raise CliError(f"cannot listen on {where}: {exc.strerror or exc}") from None
         # For `commpro sandbox ...` in another shell: where this server listens.
-        record_serving(config)
-        await _banner(runner.app, config)
+        # Before the banner: whoever reads it may signal at once.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        record_serving(config)
+        await _banner(runner.app, config)
         await stop.wait()
         log.info("shutdown_started")
     finally:

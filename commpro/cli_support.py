@@ -77,9 +77,16 @@ def server_config(config: Config) -> Config:
 
 
 def record_serving(config: Config) -> None:
-    """Written once listening, for the commands run from another shell."""
-    (config.data_dir / SERVING_RECORD).write_text(
-        json.dumps({"pid": os.getpid(), "host": config.server.host, "port": config.server.port}))
+    """Written once listening, for the commands run from another shell (in development: a
+    production host may have no writable data dir, and needs no such help)."""
+    if config.production:
+        return
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        (config.data_dir / SERVING_RECORD).write_text(
+            json.dumps({"pid": os.getpid(), "host": config.server.host, "port": config.server.port}))
+    except OSError:
+        pass  # the commands then use the settings they are given
 
 
 def forget_serving(config: Config) -> None:

@@ -29,7 +29,8 @@ def cli_env(tmp_path, empty_database_url) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("args", [[], ["serve"], ["migrate"], ["numbers"], ["numbers", "add"], ["numbers", "list"],
-                                  ["token"], ["sandbox", "sms"], ["sandbox", "call"], ["sandbox", "control"]])
+                                  ["token"], ["sandbox", "sms"], ["sandbox", "call"], ["sandbox", "control"],
+                                  ["events"]])
 async def test_help_on_each_command(args, cli_env):
     code, out, _ = await run(*args, "--help", env=cli_env)
     assert code == 0 and out.startswith("usage: commpro")
@@ -118,6 +119,8 @@ async def test_sandbox_command_without_a_server_says_so(cli_env):
     code, _, err = await run("sandbox", "call", "--from", "+33612345678", "--to", "+15005550006",
                              env={**cli_env, "PORT": str(unused_port())})
     assert code == 1 and "is `make run` running?" in err
+    code, _, err = await run("events", env={**cli_env, "PORT": str(unused_port())})
+    assert code == 1 and "is `make run` running?" in err and "Traceback" not in err
 
 
 def test_no_secret_in_the_environment_of_these_tests():
