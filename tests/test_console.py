@@ -50,15 +50,20 @@ async def test_console_sends_an_sms_and_shows_events_live(demo, tmp_path):
         row = await page.wait_for("#objects li[data-kind=message]", "delivered")
         assert "sent" in row
 
+        # An MMS through the form, with the built-in picture: sent as multipart, delivered too.
+        await page.eval("document.getElementById('result').textContent = ''")
+        await _fill(page, "mms-form", to="+33612345679", body="a picture")
+        assert '"status": "queued"' in await page.wait_for("#result", "201")
+        await page.wait_for("#objects li[data-kind=message]:first-child", "delivered")
+
         # An inbound SMS through the signed webhook: message.received in the live panel.
         await _fill(page, "inbound-form", kind="sms", to=other, body=SECRET_TEXT)
         assert "message.received" in await page.wait_for("#event-log li[data-type='message.received']")
         await page.wait_for("#objects li[data-kind=message]", "received")
         await page.screenshot(tmp_path / "console.png")
     async with service.pool.acquire() as conn:
-        received = await conn.fetchval("SELECT count(*) FROM messages WHERE user_id = $1 AND direction = 'inbound'",
-                                       user)
-    assert received == 1
+        rows = await conn.fetch("SELECT direction, num_media FROM messages WHERE user_id = $1 ORDER BY created_at", user)
+    assert [(r["direction"], r["num_media"]) for r in rows] == [("outbound", 0), ("outbound", 1), ("inbound", 0)]
 
 
 async def test_console_places_a_call_and_charts_its_quality(demo, tmp_path):
