@@ -15,19 +15,28 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 PIP_COMPILE := $(BIN)/pip-compile --quiet --no-emit-index-url --no-emit-find-links --strip-extras \
 	--allow-unsafe --no-header --annotation-style=line
 
-.PHONY: run test bench lint migrate lock clean
+.PHONY: run test bench lint migrate lock clean chromium
 
 $(STAMP): requirements.txt requirements-dev.txt setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(PIP) install --quiet -r requirements.txt -r requirements-dev.txt
+	@echo "Installing the pinned requirements into $(VENV): a minute or so the first time..."
+	$(PIP) install --progress-bar on -r requirements.txt -r requirements-dev.txt
 	$(PIP) install --quiet --no-deps --editable .
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/commpro serve
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
+
+# The browser tests drive Debian's chromium: installed here when missing and we may (root, apt);
+# elsewhere they skip and say why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && echo "installing Debian's chromium for the browser tests" \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "no chromium and no way to install it here: the browser tests will skip"
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench

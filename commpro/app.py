@@ -19,6 +19,7 @@ from commpro.auth import auth_middleware
 from commpro.calls import routes as call_routes
 from commpro.calls import webhooks as call_webhooks
 from commpro.calls.prices import call_prices
+from commpro.console import routes as console_routes
 from commpro.contacts import routes as contact_routes
 from commpro.db import pool_ctx
 from commpro.errors import error_middleware
@@ -81,6 +82,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(jobs_ctx)
     app.add_routes(ops.routes)
+    app.add_routes(console_routes.routes)
     app.add_routes(event_routes.routes)
     app.add_routes(number_routes.routes)
     # Before the call routes: /api/calls/alerts is not a call id.
@@ -91,5 +93,8 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.add_routes(message_webhooks.routes)
     app.add_routes(message_media.routes)
     app.add_routes(contact_routes.routes)
-    # In development the Twilio sandbox is mounted beside it by commpro.devserver, not here.
+    # In development the Twilio sandbox is mounted beside it by commpro.devserver, not here. The
+    # console's controls of it (over HTTP) exist only then, never in production.
+    if config.twilio.sandbox:
+        app.add_routes(console_routes.sandbox_routes)
     return app

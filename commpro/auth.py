@@ -25,6 +25,9 @@ log = structlog.get_logger("commpro.auth")
 # Anchored at both ends: a path is public only when it matches one of these in full, so no
 # prefix or suffix trick ("/webhook/../api/x", "/healthzX") opens a protected route.
 PUBLIC_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # The console page: what it shows to anyone is /status without user data; its data panels
+    # call the API with a token.
+    (re.compile(r"^/$"), "none"),
     (re.compile(r"^/healthz$"), "none"),
     (re.compile(r"^/readyz$"), "none"),
     (re.compile(r"^/webhook(/[a-z]+)+$"), "twilio-signature"),

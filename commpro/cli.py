@@ -1,52 +1,30 @@
-"""`commpro` (also `python -m commpro`): serve, migrate, numbers, token, sandbox."""
+"""`commpro` (also `python -m commpro`): serve, migrate, numbers, keys, token; sandbox in cli_sandbox.py."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import dataclasses
+import errno
 import json
-import mimetypes
 import sys
-from pathlib import Path
 
-import phonenumbers
 import structlog
 
+from commpro import cli_sandbox
+from commpro.cli_support import (
+    CliError,
+    e164,
+    forget_serving,
+    record_serving,
+    server_config,
+    with_conn,
+    with_database,
+)
 from commpro.config import Config, ConfigError, load_config
 from commpro.logs import configure_logging
 
 log = structlog.get_logger("commpro.cli")
 DEMO_NUMBERS = ("+15005550006", "+15005550010")
-
-
-class CliError(Exception):
-    """A failure to report in one line, without a traceback."""
-
-
-def e164(value: str) -> str:
-    """argparse type: a valid E.164 number, normalised."""
-    try:
-        parsed = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an E.164 number (+ and country code)") from None
-    if not phonenumbers.is_possible_number(parsed):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a possible phone number")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-
-def with_database(config: Config) -> Config:
-    """The config with a database URL: the given one, or the embedded server's."""
-    if config.database.url:
-        return config
-    from commpro.embedded import EmbeddedDatabaseError, embedded_database_url
-
-    try:
-        url = embedded_database_url(config.data_dir)
-    except EmbeddedDatabaseError as exc:
-        raise CliError(str(exc)) from None
-    return dataclasses.replace(config, database=dataclasses.replace(config.database, url=url))
 
 
 # -- serve -------------------------------------------------------------------------------------
@@ -89,16 +67,28 @@ async def _serve(config: Config) -> None:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.server.shutdown_timeout_s)
     await runner.setup()
     try:
-        await web.TCPSite(runner, config.server.host, config.server.port).start()
-        await _banner(runner.app, config)
+        try:
+            await web.TCPSite(runner, config.server.host, config.server.port).start()
+        except OSError as exc:
+            where = f"{config.server.host}:{config.server.port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise CliError(f"port {config.server.port} is already in use ({where}): another `make run`? "
+                               "Stop it, or choose another port with PORT=...") from None
+            raise CliError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        # For `commpro sandbox ...` in another shell: where this server listens.
+        # Before the banner: whoever reads it may signal at once.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        record_serving(config)
+        await _banner(runner.app, config)
         await stop.wait()
         log.info("shutdown_started")
     finally:
+        forget_serving(config)
         await runner.cleanup()
+
 
 
 async def _banner(app, config: Config) -> None:
@@ -108,8 +98,14 @@ async def _banner(app, config: Config) -> None:
     from commpro.errors import Conflict
     from commpro.numbers.store import insert_number
 
-    lines = [f"CommPro {config.app.env} on {config.local_base_url} (public: {config.server.public_base_url})"]
-    if config.twilio.sandbox:
+    twilio = config.twilio
+    listening = f"{config.server.host or '*'}:{config.server.port}"
+    lines = [f"CommPro {config.app.env} on {config.local_base_url} "
+             + f"(listening on {listening}; public: {config.server.public_base_url})"]
+    if not twilio.sandbox:
+        sid = twilio.account_sid
+        lines.append(f"Twilio: live, account {sid[:4]}...{sid[-4:]} (credentials from {twilio.credentials_from})")
+    else:
         user = config.sandbox.demo_user
         numbers = []
         async with app[pool_key].acquire() as conn:
@@ -121,28 +117,16 @@ async def _banner(app, config: Config) -> None:
                 except Conflict:
                     pass  # taken by a user of yours: not a demo number any more
         lines += [
-            "Twilio: the local sandbox (no Twilio account needed)",
+            f"Twilio: the local sandbox, no Twilio account needed (its credentials {twilio.credentials_from})",
             f"Demo user {user!r}, numbers: {', '.join(numbers) or 'none free'}",
             f"Token: {mint_token(config, user)}",
         ]
+    lines.append(f"Console: open {config.local_base_url}/ in a browser")
     lines.append(f"Try:   curl -H 'Authorization: Bearer <token>' {config.local_base_url}/status")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 # -- migrate, numbers, token -------------------------------------------------------------------
-
-
-async def _with_conn(config: Config, fn):
-    from commpro.db import create_pool, migrate
-
-    pool = await create_pool(config.database.url, min_size=1, max_size=1,
-                             timeout_s=config.database.connect_timeout_s)
-    try:
-        async with pool.acquire() as conn:
-            await migrate(conn)
-            return await fn(conn)
-    finally:
-        await pool.close()
 
 
 def cmd_migrate(config: Config, args: argparse.Namespace) -> None:
@@ -177,7 +161,7 @@ def cmd_numbers_add(config: Config, args: argparse.Namespace) -> None:
                                        identity=args.identity, forward_to=args.forward_to)
 
     try:
-        row = asyncio.run(_with_conn(with_database(config), add))
+        row = asyncio.run(with_conn(with_database(config), add))
     except Conflict as exc:
         raise CliError(exc.message) from None
     print(json.dumps(_number_json(row)))
@@ -186,7 +170,7 @@ def cmd_numbers_add(config: Config, args: argparse.Namespace) -> None:
 def cmd_numbers_list(config: Config, args: argparse.Namespace) -> None:
     from commpro.numbers.store import list_numbers
 
-    rows = asyncio.run(_with_conn(with_database(config), lambda conn: list_numbers(conn, args.user)))
+    rows = asyncio.run(with_conn(with_database(config), lambda conn: list_numbers(conn, args.user)))
     for row in rows:
         print(json.dumps(_number_json(row)))
 
@@ -216,7 +200,7 @@ def cmd_keys_rotate(config: Config, args: argparse.Namespace) -> None:
         return done
 
     try:
-        done = asyncio.run(_with_conn(with_database(config), rotate))
+        done = asyncio.run(with_conn(with_database(config), rotate))
     except RuntimeError as exc:  # a key wrapped by a master key we were not given
         raise CliError(str(exc)) from None
     print(f"\nre-wrapped {done} data key(s) under master key {keyring.current_id}", file=sys.stderr)
@@ -241,7 +225,7 @@ def cmd_keys_shred(config: Config, args: argparse.Namespace) -> None:
         async with conn.transaction():
             return await keys.shred_user_key(conn, args.user_id), await erasure_store.enqueue_user(conn, args.user_id)
 
-    shredded_at, queued = asyncio.run(_with_conn(with_database(config), shred))
+    shredded_at, queued = asyncio.run(with_conn(with_database(config), shred))
     if shredded_at is None and not queued:
         raise CliError(f"{args.user_id!r} has no data key (none yet, or already shredded)")
     if shredded_at is not None:
@@ -270,7 +254,7 @@ def _erasure_progress(config: Config, user_id: str, wait: bool) -> None:
                 return row
             await asyncio.sleep(1)
 
-    row = asyncio.run(_with_conn(with_database(config), poll))
+    row = asyncio.run(with_conn(with_database(config), poll))
     print(f"\nerasure at Twilio of {user_id!r}: {row['done']} done, {row['pending']} pending, "
           f"{row['gave_up']} given up", file=sys.stderr)
     if row["gave_up"]:
@@ -290,42 +274,42 @@ def cmd_token(config: Config, args: argparse.Namespace) -> None:
 # -- sandbox -----------------------------------------------------------------------------------
 
 
-def _sandbox_post(config: Config, path: str, payload: dict) -> dict:
+def cmd_events(config: Config, args: argparse.Namespace) -> None:
+    """The user's events as they happen, one JSON line each: the WebSocket /api/events."""
     import aiohttp
 
-    if not config.twilio.sandbox:
-        raise CliError("the sandbox runs only when no Twilio credentials are set (development)")
-    url = f"{config.local_base_url}/_sandbox{path}"
-    auth = aiohttp.encode_basic_auth(config.twilio.account_sid, config.twilio.auth_token)
+    from commpro.auth import mint_token
 
-    async def post() -> dict:
+    config = server_config(config)
+    try:
+        token = args.token or mint_token(config, args.user or config.sandbox.demo_user)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    url = f"{config.local_base_url}/api/events"
+    params = {"since": str(args.since)} if args.since is not None else {}
+
+    async def listen() -> None:
         async with aiohttp.ClientSession() as session:
-            async with session.post(url, json=payload, headers={"Authorization": auth},
-                                    timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                if resp.status != 200:
-                    raise CliError(f"the sandbox answered {resp.status}: {await resp.text()}")
-                return await resp.json()
+            async with session.ws_connect(url, params=params, headers={"Authorization": f"Bearer {token}"}) as ws:
+                print(f"listening to {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+                seen = 0
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    print(msg.data, flush=True)
+                    seen += 1
+                    if seen == args.count:
+                        return
+                raise CliError(f"the server closed the stream (code {ws.close_code}): run again with --since")
 
     try:
-        return asyncio.run(post())
+        asyncio.run(listen())
+    except aiohttp.WSServerHandshakeError as exc:
+        raise CliError(f"the server refused the stream ({exc.status}): is the token right?") from None
     except (aiohttp.ClientError, OSError) as exc:
-        raise CliError(f"cannot reach the sandbox at {url} ({type(exc).__name__}): is `make run` running?") from None
-
-
-def cmd_sandbox_sms(config: Config, args: argparse.Namespace) -> None:
-    media = []
-    for path in args.media or []:
-        data = Path(path).read_bytes()
-        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        media.append({"contentType": content_type, "dataBase64": base64.b64encode(data).decode()})
-    result = _sandbox_post(config, "/simulate/sms",
-                           {"from": args.from_, "to": args.to, "body": args.body, "media": media})
-    print(json.dumps(result, indent=2))
-
-
-def cmd_sandbox_call(config: Config, args: argparse.Namespace) -> None:
-    result = _sandbox_post(config, "/simulate/call", {"from": args.from_, "to": args.to})
-    print(json.dumps(result, indent=2))
+        raise CliError(f"cannot reach {url} ({type(exc).__name__}): is `make run` running?") from None
+    except KeyboardInterrupt:
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,18 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime (default auth.dev_token_ttl_s)")
     p.set_defaults(func=cmd_token)
 
-    sandbox = sub.add_parser("sandbox", help="simulate inbound traffic through the local sandbox").add_subparsers(
-        dest="sandbox_command", required=True)
-    p = sandbox.add_parser("sms", help="an SMS/MMS to one of your numbers, through the signed webhook")
-    p.add_argument("--from", dest="from_", required=True, type=e164, metavar="+E164")
-    p.add_argument("--to", required=True, type=e164, metavar="+E164")
-    p.add_argument("--body", default="", help="the text")
-    p.add_argument("--media", action="append", metavar="FILE", help="attach a file (repeatable)")
-    p.set_defaults(func=cmd_sandbox_sms)
-    p = sandbox.add_parser("call", help="a call to one of your numbers, through the signed webhook")
-    p.add_argument("--from", dest="from_", required=True, type=e164, metavar="+E164")
-    p.add_argument("--to", required=True, type=e164, metavar="+E164")
-    p.set_defaults(func=cmd_sandbox_call)
+    p = sub.add_parser("events", help="print a user's events as they happen (the WebSocket /api/events)")
+    p.add_argument("--user", metavar="USER_ID", help="whose events, with a token minted here (default: the demo user)")
+    p.add_argument("--token", help="a JWT to use instead")
+    p.add_argument("--since", type=int, metavar="ID", help="first replay what came after this event id")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    p.set_defaults(func=cmd_events)
+
+    cli_sandbox.add_parsers(sub)
     return parser
 
 
@@ -388,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config()
         # The service logs on stdout; a one-shot command keeps stdout for its result.
-        configure_logging(config.log.level, sys.stdout if args.func is cmd_serve else sys.stderr)
+        configure_logging(config.log.level, sys.stdout if args.func is cmd_serve else sys.stderr, config.log.format)
         args.func(config, args)
     except ConfigError as exc:
         print(f"commpro: configuration error: {exc}", file=sys.stderr)

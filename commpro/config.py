@@ -53,11 +53,12 @@ ENV_NAMES: dict[str, tuple[str, str]] = {
     "ALERT_WEBHOOK_SECRET": ("alerts", "webhook_secret"),
     "COMMPRO_ENV": ("app", "env"),
     "LOG_LEVEL": ("log", "level"),
+    "LOG_FORMAT": ("log", "format"),
 }
 # Read by load_config itself, not settings.
 META_ENV_NAMES = frozenset({"COMMPRO_CONFIG", "RAILWAY_PUBLIC_DOMAIN"})
 # Fields the loader derives; neither config.toml nor the environment may set them.
-DERIVED = frozenset({("twilio", "sandbox")})
+DERIVED = frozenset({("twilio", "sandbox"), ("twilio", "credentials_from")})
 
 _SECTIONS: dict[str, type] = {
     f.name: typing.get_type_hints(Config)[f.name]
@@ -274,9 +275,12 @@ def _validate(config: Config, origin: dict) -> Config:
                     raise ValueError
             except ValueError:
                 errors.append(f"{where('crypto', key_name)}: expected base64 of 32 bytes")
+    if config.log.format not in ("", "console", "json"):
+        errors.append(f"{where('log', 'format')}: expected console or json, got {config.log.format!r}")
     if errors:
         raise ConfigError("invalid configuration: " + "; ".join(errors))
-    log = dataclasses.replace(config.log, level=config.log.level.upper())
+    log = dataclasses.replace(config.log, level=config.log.level.upper(),
+                              format=config.log.format or ("json" if config.production else "console"))
     server = config.server
     if server.public_base_url.endswith("/"):
         server = dataclasses.replace(server, public_base_url=server.public_base_url.rstrip("/"))

@@ -22,6 +22,9 @@ def fill_secrets(config: Config, origin: dict) -> Config:
     uses_hmac = any(a.startswith("HS") for a in auth.jwt_algorithms)
     uses_keys = any(not a.startswith("HS") for a in auth.jwt_algorithms)
     has_twilio = bool(twilio.account_sid or twilio.auth_token)
+    if has_twilio:
+        sources = dict.fromkeys(origin.get(("twilio", key), f"twilio.{key}") for key in ("account_sid", "auth_token"))
+        twilio = dataclasses.replace(twilio, credentials_from=" and ".join(sources))
     if config.production:
         missing = []
         if uses_hmac and not auth.jwt_secret:
@@ -38,7 +41,7 @@ def fill_secrets(config: Config, origin: dict) -> Config:
             missing.append("PUBLIC_BASE_URL")
         if missing:
             raise ConfigError("production needs these settings: " + ", ".join(missing))
-        return config
+        return dataclasses.replace(config, twilio=twilio)
 
     if uses_keys and not auth.jwt_public_key:
         raise ConfigError(f"{origin.get(('auth', 'jwt_algorithms'), 'auth.jwt_algorithms')}: "
@@ -61,6 +64,7 @@ def fill_secrets(config: Config, origin: dict) -> Config:
             api_base_url=twilio.api_base_url or f"{local}/_sandbox/api",
             insights_base_url=twilio.insights_base_url or f"{local}/_sandbox/insights",
             sandbox=True,
+            credentials_from=f"generated in {config.data_dir / 'dev-secrets.json'}",
         )
     if not server.public_base_url:
         server = dataclasses.replace(server, public_base_url=config.local_base_url)

@@ -18,7 +18,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import claims_key, metrics_key, request_id_key
+from commpro.appkeys import claims_key, config_key, metrics_key, request_id_key
 
 log = structlog.get_logger("commpro.access")
 
@@ -67,12 +67,14 @@ def redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
-    """JSON lines on `stream` (stdout by default) for structlog and stdlib loggers alike.
+def configure_logging(level: str = "INFO", stream: TextIO | None = None, fmt: str = "json") -> None:
+    """JSON lines (`fmt` "json") or a person's lines (`fmt` "console", coloured when `stream`
+    is a terminal) on `stream` (stdout by default), for structlog and stdlib loggers alike.
 
-    structlog hands its events to stdlib logging, so one handler, one redaction and one JSON
+    structlog hands its events to stdlib logging, so one handler, one redaction and one
     renderer serve our lines and every library's.
     """
+    stream = stream or sys.stdout
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -85,15 +87,20 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(stream or sys.stdout)
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_json)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # Tracebacks become text before redaction, in both formats: nothing unredacted.
                 structlog.processors.format_exc_info,
                 redact,
-                structlog.processors.JSONRenderer(serializer=_json),
+                renderer,
             ],
         )
     )
@@ -112,6 +119,19 @@ def _json(obj: Any, **_kw: Any) -> str:
 def _user_of(request: web.Request) -> str | None:
     claims = request.get(claims_key)
     return claims.get("sub") if claims else None
+
+
+# The User-Agent of the sandbox's webhooks (commpro/sandbox/lifecycle.py: post_signed).
+_SANDBOX_AGENT = "(commpro sandbox)"
+
+
+def _sandbox_internal(request: web.Request) -> bool:
+    """The sandbox talking to itself: the twilio client calling /_sandbox, the sandbox posting
+    webhooks. Only where the sandbox runs, so no one hides a request elsewhere with a header."""
+    config = request.config_dict.get(config_key)
+    if config is None or not config.twilio.sandbox:
+        return False
+    return request.path.startswith("/_sandbox/") or _SANDBOX_AGENT in request.headers.get("User-Agent", "")
 
 
 @web.middleware
@@ -139,7 +159,8 @@ async def access_middleware(request: web.Request, handler) -> web.StreamResponse
         if metrics is not None:
             metrics.requests.labels(request.method, resource.canonical if resource is not None else "unmatched",
                                     str(status)).observe(duration)
-        log.info(
+        log.log(
+            logging.DEBUG if _sandbox_internal(request) else logging.INFO,
             "request",
             method=request.method,
             route=resource.canonical if resource is not None else None,

@@ -41,30 +41,41 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+async def service_status(request: web.Request) -> dict:
+    """What /status and the console page show: nothing about any user, nothing secret."""
+    config = request.config_dict[config_key]
+    latency = await _database_latency_ms(request)
+    return {
+        "service": "commpro",
+        "version": __version__,
+        "environment": config.app.env,
+        "uptimeSec": round(time.monotonic() - request.config_dict[started_at_key], 1),
+        "database": {"ok": latency is not None, "latencyMs": latency},
+        "twilio": {"mode": request.config_dict[twilio_key].mode},
+        "backgroundTasks": background_tasks(request.config_dict, await _job_stats(request)),
+        "endpoints": endpoint_table(request.app),
+    }
+
+
+def background_tasks(app: web.Application, jobs: dict[str, dict[str, float]]) -> list[dict]:
+    """Each background loop, whether it runs, and its lag: seconds since it last completed a
+    round (None before its first); for a job kind, its queue too (due, running, failed, and the
+    lag of its oldest due job)."""
+    tasks = app.get(tasks_key, {})
+    metrics = app.get(metrics_key)
+    last = metrics.live.last_success if metrics is not None else {}
+    now = time.monotonic()
+    return [
+        {"name": name, "running": not task.done(),
+         "lagSec": round(now - last[name], 1) if name in last else None,
+         **({"jobs": jobs[name]} if name in jobs else {})}
+        for name, task in sorted(tasks.items())
+    ]
+
+
 @routes.get("/status", name="status")
 async def status(request: web.Request) -> web.Response:
-    app = request.app
-    config = request.config_dict[config_key]
-    twilio = request.config_dict[twilio_key]
-    latency = await _database_latency_ms(request)
-    tasks = request.config_dict.get(tasks_key, {})
-    jobs = await _job_stats(request)
-    return web.json_response(
-        {
-            "service": "commpro",
-            "version": __version__,
-            "environment": config.app.env,
-            "uptimeSec": round(time.monotonic() - request.config_dict[started_at_key], 1),
-            "database": {"ok": latency is not None, "latencyMs": latency},
-            "twilio": {"mode": twilio.mode},
-            # Each job kind's loop with its queue: due, running, given up, and the lag.
-            "backgroundTasks": [
-                {"name": name, "running": not task.done(), **({"jobs": jobs[name]} if name in jobs else {})}
-                for name, task in sorted(tasks.items())
-            ],
-            "endpoints": endpoint_table(app),
-        }
-    )
+    return web.json_response(await service_status(request))
 
 
 @routes.get("/metrics", name="metrics")

@@ -67,6 +67,8 @@ class TwilioSettings:
     # Set by the loader: True when no credentials were given in development, so the local
     # sandbox stands in for Twilio. Not a key of config.toml.
     sandbox: bool = False
+    # Set by the loader: where the account SID and auth token came from, for the banner.
+    credentials_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,9 @@ class CryptoSettings:
 @dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
+    # "console" (coloured when on a terminal) or "json"; empty: console in development, json in
+    # production.
+    format: str = ""
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@ the real twilio client talking HTTP to the sandbox mounted on that server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import os
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -228,12 +230,34 @@ def python_env(**extra: str) -> dict[str, str]:
     """The environment for a `python -m commpro` subprocess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMMPRO_", "TWILIO_", "JWT_"))}
     env["PYTHONPATH"] = str(REPO)
+    # The tests read the service's log lines as JSON; development's default is for people.
+    env["LOG_FORMAT"] = "json"
     env.update(extra)
     return env
 
 
 PYTHON = sys.executable
 WAIT_S = 10
+
+
+@contextlib.asynccontextmanager
+async def serve(env: dict[str, str], stdout=asyncio.subprocess.DEVNULL) -> AsyncIterator[list[str]]:
+    """`python -m commpro serve` as `make run` starts it; yields its banner once it has printed
+    it (the server listens by then); SIGTERM at the end, which must end it cleanly."""
+    proc = await asyncio.create_subprocess_exec(PYTHON, "-m", "commpro", "serve", cwd=REPO, env=env,
+                                                stdout=stdout, stderr=asyncio.subprocess.PIPE)
+    try:
+        banner: list[str] = []
+        while not banner or not banner[-1].startswith("Try:"):
+            line = await asyncio.wait_for(proc.stderr.readline(), 60)
+            assert line, "serve exited before printing its banner:\n" + "\n".join(banner)
+            banner.append(line.decode().strip())
+        yield banner
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import unused_port
 
 from commpro.config import load_config
-from tests.conftest import PYTHON, REPO, python_env
+from tests.conftest import PYTHON, REPO, python_env, serve
 
 
 async def run(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[int, str, str]:
@@ -29,7 +29,8 @@ def cli_env(tmp_path, empty_database_url) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("args", [[], ["serve"], ["migrate"], ["numbers"], ["numbers", "add"], ["numbers", "list"],
-                                  ["token"], ["sandbox", "sms"], ["sandbox", "call"]])
+                                  ["token"], ["sandbox", "sms"], ["sandbox", "call"], ["sandbox", "control"],
+                                  ["events"]])
 async def test_help_on_each_command(args, cli_env):
     code, out, _ = await run(*args, "--help", env=cli_env)
     assert code == 0 and out.startswith("usage: commpro")
@@ -118,9 +119,57 @@ async def test_sandbox_command_without_a_server_says_so(cli_env):
     code, _, err = await run("sandbox", "call", "--from", "+33612345678", "--to", "+15005550006",
                              env={**cli_env, "PORT": str(unused_port())})
     assert code == 1 and "is `make run` running?" in err
+    code, _, err = await run("events", env={**cli_env, "PORT": str(unused_port())})
+    assert code == 1 and "is `make run` running?" in err and "Traceback" not in err
 
 
 def test_no_secret_in_the_environment_of_these_tests():
     # The subprocesses must not inherit a developer's real Twilio credentials.
     assert "TWILIO_AUTH_TOKEN" not in python_env() and "TWILIO_ACCOUNT_SID" not in python_env()
     assert os.environ.get("COMMPRO_ENV") in (None, "development")
+
+
+async def test_sandbox_commands_find_the_running_server_and_say_what_happens(cli_env, tmp_path):
+    """serve on a port of its own; the sandbox commands, run without PORT, still reach it."""
+    port = unused_port()
+    async with serve({**cli_env, "PORT": str(port), "HOST": "127.0.0.1"}) as banner:
+        assert any(line.startswith("Twilio: the local sandbox") and "dev-secrets.json" in line for line in banner)
+        assert f"Console: open http://127.0.0.1:{port}/ in a browser" in banner
+        code, out, err = await run("sandbox", "sms", "--from", "+33612345678", "--to", "+15005550006",
+                                   "--body", "hello", env=cli_env)
+        assert code == 0, err
+        assert json.loads(out)["webhook"]["status"] == 200
+        # A number nobody owns: said, and a failure.
+        code, out, err = await run("sandbox", "sms", "--from", "+33612345678", "--to", "+33700000001", env=cli_env)
+        assert (code, out) == (1, "") and "nobody owns +33700000001" in err
+        code, _, err = await run("sandbox", "call", "--from", "+33612345678", "--to", "+33700000001", env=cli_env)
+        assert code == 1 and "nobody owns" in err
+        # The controls, without the sandbox's credentials in the environment.
+        code, out, err = await run("sandbox", "control", "--account", "suspended", env=cli_env)
+        assert code == 0 and json.loads(out) == {"account": "suspended"}, err
+        code, out, _ = await run("sandbox", "control", "--account", "active", "--prices-now",
+                                 "--summary-errors", "404,429", env=cli_env)
+        assert code == 0 and json.loads(out) == {"account": "active"}
+        code, _, err = await run("sandbox", "control", env=cli_env)
+        assert code == 1 and "nothing to change" in err
+        code, _, err = await run("sandbox", "control", "--summary-errors", "500", env=cli_env)
+        assert code == 2 and "404 and 429" in err
+        # A second server on the same port: one clear line, no traceback, and the first one's
+        # record stays, so the commands still reach it.
+        code, _, err = await run("serve", env={**cli_env, "PORT": str(port), "HOST": "127.0.0.1"})
+        assert code == 1 and f"port {port} is already in use" in err and "Traceback" not in err
+        assert [line for line in err.splitlines() if line.startswith("commpro:")] == err.strip().splitlines()[-1:]
+        code, _, err = await run("sandbox", "control", "--account", "active", env=cli_env)
+        assert code == 0, err
+
+
+async def test_banner_in_live_mode_says_where_the_credentials_came_from(cli_env):
+    port = unused_port()
+    env = {**cli_env, "PORT": str(port), "HOST": "127.0.0.1", "TWILIO_ACCOUNT_SID": "AC" + "1" * 28 + "abcd",
+           "TWILIO_AUTH_TOKEN": "2" * 32}
+    async with serve(env) as banner:
+        assert "Twilio: live, account AC11...abcd (credentials from TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)" in banner
+        assert not any(line.startswith("Token:") for line in banner)
+        assert "2" * 32 not in "\n".join(banner)
+    code, _, err = await run("sandbox", "control", "--prices-now", env=env)
+    assert code == 1 and "only when no Twilio credentials are set" in err

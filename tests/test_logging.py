@@ -45,3 +45,67 @@ def test_mask_phone():
     assert mask_phone("2026-11-20T10:00:00Z 550e8400-e29b-41d4-a716-446655440000") == (
         "2026-11-20T10:00:00Z 550e8400-e29b-41d4-a716-446655440000")
     assert re.fullmatch(r"\+\*+\d{4}", mask_phone("+447911123456"))
+
+
+def test_console_format_is_for_people_and_still_redacted(logs):
+    import io
+
+    import structlog
+
+    from commpro.logs import configure_logging
+
+    out = io.StringIO()
+    configure_logging("INFO", out, "console")
+    try:
+        structlog.get_logger("commpro.test").info("sms_sent", to="+33612345678", body=SECRET_BODY, token="eyJa.b.c")
+        try:
+            raise RuntimeError("boom for +33612345678")
+        except RuntimeError:
+            structlog.get_logger("commpro.test").exception("failed")
+    finally:
+        configure_logging("DEBUG", logs)
+    text = out.getvalue()
+    assert "sms_sent" in text and not text.lstrip().startswith("{")
+    assert "\x1b[" not in text  # no colours when not on a terminal
+    assert "+*******5678" in text and "+33612345678" not in text
+    assert SECRET_BODY not in text and "eyJa" not in text
+    assert "RuntimeError: boom for +*******5678" in text
+
+
+def test_log_format_follows_the_environment():
+    from commpro.config import ConfigError, load_config
+
+    assert load_config(env={}).log.format == "console"
+    assert load_config(env={"LOG_FORMAT": "json"}).log.format == "json"
+    production = {"COMMPRO_ENV": "production", "JWT_SECRET": "j" * 48, "COMMPRO_MASTER_KEY": "A" * 43 + "=",
+                  "TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "2" * 32,
+                  "PUBLIC_BASE_URL": "https://commpro.example.com"}
+    assert load_config(env=production).log.format == "json"
+    try:
+        load_config(env={"LOG_FORMAT": "xml"})
+    except ConfigError as exc:
+        assert "LOG_FORMAT" in str(exc)
+    else:
+        raise AssertionError("LOG_FORMAT=xml was accepted")
+
+
+async def test_the_sandbox_talking_to_itself_is_logged_at_debug(service, logs):
+    user = "alice-sandbox-logs"
+    number = await service.add_number(user)
+    resp = await service.client.post("/api/messages/send", json={"from": number, "to": "+33612345678", "body": "hi"},
+                                     headers=service.auth(user))
+    assert resp.status == 201
+    await service.sandbox_idle()
+    access = {(r["route"], r["level"]) for r in logs.records() if r["event"] == "request"}
+    assert ("/api/messages/send", "info") in access
+    # The twilio client's request to the sandbox, and the sandbox's status callbacks.
+    assert ("/_sandbox/api/2010-04-01/Accounts/{account_sid}/Messages.json", "debug") in access
+    assert ("/webhook/status", "debug") in access
+    assert not any(route and route.startswith("/_sandbox") and level != "debug" for route, level in access)
+
+
+async def test_without_the_sandbox_no_header_lowers_a_request(start_service, logs):
+    service = await start_service(TWILIO_ACCOUNT_SID="AC" + "3" * 32, TWILIO_AUTH_TOKEN="4" * 32)
+    await service.client.get("/healthz", headers={"User-Agent": "TwilioProxy/1.1 (commpro sandbox)"})
+    [line] = [r for r in logs.records() if r["event"] == "request"]
+    assert line["level"] == "info"

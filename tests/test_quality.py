@@ -240,3 +240,17 @@ async def test_unanswered_call_has_no_quality(fast):
     call = {"user": user, "id": (await resp.json())["callId"]}
     await fast.sandbox_idle()
     assert (await quality(fast, call))["state"] == "unavailable"
+
+
+async def test_pending_quality_says_when_it_is_expected(service):
+    """Twilio needs minutes: a pending quality says when its first fetch is due, from the call's end."""
+    call = await inbound_call(service)
+    q = await quality(service, call)
+    first = service.config.quality.first_fetch_after_s
+    assert q["state"] == "pending"
+    expected = datetime.fromisoformat(q["expectedAt"])
+    assert expected == datetime.fromisoformat(call["endedAt"]) + timedelta(seconds=first)
+    # Once complete, nothing more is expected.
+    assert await poll_round(service.app, expected + timedelta(seconds=1)) >= 1
+    q = await quality(service, call)
+    assert q["state"] == "complete" and q["expectedAt"] is None

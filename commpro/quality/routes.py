@@ -39,7 +39,8 @@ async def list_alerts(request: web.Request) -> web.Response:
 @routes.get("/api/calls/{id}/quality", name="call_quality")
 async def call_quality(request: web.Request) -> web.Response:
     """jitter, latency and rtt in milliseconds, packetLoss in percent; `state` says how final
-    the figures are: pending (no summary yet), partial, complete, or unavailable."""
+    the figures are: pending (no summary yet), partial, complete, or unavailable; `expectedAt`
+    is when the next summary fetch is due (pending or partial), null when none is planned."""
     call_id = parse_uuid(request.match_info["id"])
     user = user_id(request)
     async with request.config_dict[pool_key].acquire() as conn:
@@ -52,6 +53,8 @@ async def call_quality(request: web.Request) -> web.Response:
         state = "pending" if row["call_ended_at"] is None else "unavailable"
     else:
         state = row["state"]
+    # A call still going has no fetch planned yet: its first comes first_fetch_after_s after it ends.
+    expected = row["job_run_at"] if state in ("pending", "partial") else None
     return web.json_response({
         "callId": str(call_id),
         "state": state,
@@ -66,5 +69,6 @@ async def call_quality(request: web.Request) -> web.Response:
         "edge": row["edge"],
         "tags": list(row["tags"] or []),
         "fetchedAt": iso(row["fetched_at"]),
+        "expectedAt": iso(expected),
         "alerts": [alert_json(a) for a in alerts],
     })

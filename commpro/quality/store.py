@@ -79,8 +79,11 @@ async def insert_alert(conn: asyncpg.Connection, call_id: uuid.UUID, user_id: st
     return row
 
 
+# job_run_at: when the voice-insights job (commpro.jobs) will next fetch its summary.
 GET_QUALITY = """
-SELECT q.*, c.ended_at AS call_ended_at, c.status AS call_status
+SELECT q.*, c.ended_at AS call_ended_at, c.status AS call_status,
+       (SELECT j.run_at FROM jobs j WHERE j.kind = 'voice-insights' AND j.key = c.id::text
+          AND j.state = 'pending') AS job_run_at
 FROM calls c LEFT JOIN call_quality q ON q.call_id = c.id
 WHERE c.user_id = $1 AND c.id = $2
 """

@@ -245,7 +245,10 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
             await set_call_status(state, leg, "failed", "completed")
             dial_status = dial_status if dial_status == "completed" else "failed"
             continue
+        # Paced like the first leg, so that a person watching sees the far end ring, then answer.
+        await asyncio.sleep(state.config.pacing.ring_after_s)
         await set_call_status(state, leg, "ringing", "ringing")
+        await asyncio.sleep(state.config.pacing.answer_after_s)
         if outcome == "answer" and answered is None:
             await set_call_status(state, leg, "in-progress", "answered")
             leg.duration = state.config.pacing.call_duration_s
