@@ -78,6 +78,14 @@ class UnsupportedMediaType(AppError):
     status, code, message = 415, "unsupported_media_type", "Unsupported media type"
 
 
+class UpgradeRequired(AppError):
+    status, code, message = 426, "upgrade_required", "This endpoint speaks WebSocket only"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"Upgrade": "websocket"})
+        super().__init__(message, **kwargs)
+
+
 class Unprocessable(AppError):
     status, code, message = 422, "unprocessable", "The request cannot be processed"
 

@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from commpro.appkeys import claims_key, metrics_key, request_id_key
+from commpro.metrics import method_label, route_label
 
 log = structlog.get_logger("commpro.access")
 
@@ -137,8 +138,7 @@ async def access_middleware(request: web.Request, handler) -> web.StreamResponse
         duration = time.perf_counter() - started
         metrics = request.config_dict.get(metrics_key)
         if metrics is not None:
-            metrics.requests.labels(request.method, resource.canonical if resource is not None else "unmatched",
-                                    str(status)).observe(duration)
+            metrics.requests.labels(method_label(request), route_label(request), str(status)).observe(duration)
         log.info(
             "request",
             method=request.method,

@@ -17,6 +17,7 @@ from twilio.request_validator import RequestValidator
 from commpro.appkeys import config_key, metrics_key, webhook_form_key
 from commpro.auth import auth_for_path
 from commpro.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType, ValidationError
+from commpro.metrics import route_label
 
 log = structlog.get_logger("commpro.webhooks")
 FORM = "application/x-www-form-urlencoded"
@@ -51,8 +52,12 @@ async def webhook_guard(request: web.Request, handler) -> web.StreamResponse:
             forwarded_for=request.headers.get("X-Forwarded-For"),
             reason="missing" if not signature else "mismatch",
         )
-        request.config_dict[metrics_key].signature_rejections.labels(request.path).inc()
+        # Labelled by route template: a label per raw path would let anyone add series at will.
+        request.config_dict[metrics_key].signature_rejections.labels(route_label(request)).inc()
         raise Forbidden("Invalid Twilio signature")
+    if any("\x00" in key or "\x00" in value for key, value in form.items()):
+        # Signed, yet unstorable: PostgreSQL's text cannot hold NUL.
+        raise BadRequest("The webhook form must not contain NUL characters")
     request[webhook_form_key] = MultiDictProxy(form)
     return await handler(request)
 

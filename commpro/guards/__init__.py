@@ -11,8 +11,9 @@ from aiohttp import web
 
 from commpro.appkeys import pool_key
 from commpro.auth import user_id
-from commpro.errors import AppError, Conflict, TooManyRequests, Unprocessable, ValidationError, rebuild_error
+from commpro.errors import AppError, Conflict, TooManyRequests, Unprocessable, rebuild_error
 from commpro.guards import store
+from commpro.validation import header_token
 
 MAX_KEY_LENGTH = 255
 # Refusals that a later retry may not meet (limit, account funds): not remembered for the key.
@@ -31,12 +32,10 @@ async def idempotent(request: web.Request, scope: str, body: dict[str, Any],
                      create: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]) -> web.Response:
     """Run `create` once per Idempotency-Key: the same key and body get the first response again,
     the same key with another body is refused (422), a key still in flight is a 409."""
-    key = request.headers.get("Idempotency-Key")
+    key = header_token(request, "Idempotency-Key", MAX_KEY_LENGTH)
     if key is None:
         status, payload = await create()
         return web.json_response(payload, status=status)
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise ValidationError(details={"Idempotency-Key": f"1 to {MAX_KEY_LENGTH} characters"})
     user = user_id(request)
     digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
     pool = request.config_dict[pool_key]

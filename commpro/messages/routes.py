@@ -31,7 +31,7 @@ from commpro.messages.media import media_response, signed_media_url, sniff
 from commpro.messages.sms import encoding_and_segments
 from commpro.numbers import store as numbers
 from commpro.twilio_gateway import TwilioError
-from commpro.validation import Fields, decode_cursor, iso, json_body, next_cursor, parse_uuid
+from commpro.validation import Fields, decode_cursor, iso, json_body, next_cursor, parse_uuid, refuse_nul
 
 routes = web.RouteTableDef()
 MAX_BODY = 1600
@@ -178,6 +178,7 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, str], list[tu
                 fields[part.name or ""] = ""  # reported as an unknown field
     except (ValueError, UnicodeDecodeError, AssertionError):
         raise BadRequest("The multipart body is malformed") from None
+    refuse_nul(fields, "The multipart fields")
     if not uploads:
         raise ValidationError(details={"media": "at least one file"})
     if len(uploads) > MAX_MEDIA:
