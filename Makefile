@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint migrate clean
+.PHONY: run test bench harden lint migrate clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+# Fault scenarios against real processes (PostgreSQL stopped, SIGKILL, duplicates, the full
+# schemathesis run, hostile traffic): one table of figures. See README "Hardening".
+harden: $(STAMP)
+	$(BIN)/python -m tests.harden
 
 lint: $(STAMP)
 	# Nested `async with` for a session and its request reads better than one long line.

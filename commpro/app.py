@@ -7,7 +7,7 @@ import time
 
 from aiohttp import web
 
-from commpro import ops
+from commpro import openapi, ops
 from commpro.appkeys import (
     alert_wake_key,
     config_key,
@@ -24,6 +24,7 @@ from commpro.calls import routes as call_routes
 from commpro.calls import webhooks as call_webhooks
 from commpro.calls.prices import PRICES as CALL_PRICES
 from commpro.db import pool_ctx
+from commpro.dbhealth import health_ctx
 from commpro.errors import error_middleware
 from commpro.events import hub_ctx, retention_job
 from commpro.events import routes as event_routes
@@ -61,6 +62,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app[alert_wake_key] = asyncio.Event()
     app[metrics_key] = Metrics()
     app.cleanup_ctx.append(pool_ctx)
+    app.cleanup_ctx.append(health_ctx)
     app.cleanup_ctx.append(twilio_ctx(twilio))
     app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(retention_job(config.events.retention_interval_s))
@@ -70,6 +72,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.cleanup_ctx.append(quality_job(config.quality.poll_interval_s))
     app.cleanup_ctx.append(delivery_job(config.alerts.delivery_interval_s))
     app.add_routes(ops.routes)
+    app.add_routes(openapi.routes)
     app.add_routes(event_routes.routes)
     app.add_routes(number_routes.routes)
     # Before the call routes: /api/calls/alerts is not a call id.

@@ -15,6 +15,7 @@ from multidict import MultiDictProxy
 from commpro.settings import Config
 
 if TYPE_CHECKING:  # for annotations only: both modules import this one
+    from commpro.dbhealth import DatabaseHealth
     from commpro.events import EventHub
     from commpro.keys import KeyRing
     from commpro.metrics import Metrics
@@ -37,6 +38,7 @@ media_round_key = web.AppKey("media_round_key", asyncio.Condition)
 alert_wake_key = web.AppKey("alert_wake_key", asyncio.Event)
 hub_key: web.AppKey[EventHub] = web.AppKey("hub_key")
 metrics_key: web.AppKey[Metrics] = web.AppKey("metrics_key")
+db_health_key: web.AppKey[DatabaseHealth] = web.AppKey("db_health_key")
 
 request_id_key = web.RequestKey("request_id_key", str)
 # The verified JWT claims of the caller; absent on routes that need no JWT.

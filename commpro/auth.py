@@ -27,6 +27,8 @@ log = structlog.get_logger("commpro.auth")
 PUBLIC_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^/healthz$"), "none"),
     (re.compile(r"^/readyz$"), "none"),
+    # The API's description: nothing in it is secret.
+    (re.compile(r"^/openapi\.json$"), "none"),
     (re.compile(r"^/webhook(/[a-z]+)+$"), "twilio-signature"),
     # Outbound MMS media for Twilio to fetch: its own HMAC signature in the query.
     (re.compile(r"^/media/[0-9a-f-]{36}$"), "signed-url"),

@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from commpro.appkeys import metrics_key, tasks_key
+from commpro.dbhealth import is_outage
 
 log = structlog.get_logger("commpro.background")
 
@@ -29,8 +30,12 @@ def periodic(name: str, interval_s: float, job: Job,
         while True:
             try:
                 await job(app)
-            except Exception:
-                log.exception("background_iteration_failed", task=name)
+            except Exception as exc:
+                if is_outage(exc):
+                    # The outage itself is logged once by the health tracker: no traceback here.
+                    log.warning("background_iteration_skipped", task=name, reason="database_unavailable")
+                else:
+                    log.exception("background_iteration_failed", task=name)
             else:
                 if metrics_key in app:
                     app[metrics_key].job_succeeded(name)

@@ -104,6 +104,9 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     # Our own access line replaces aiohttp's; twilio's client logs every request at INFO.
     for name in ("aiohttp.access", "twilio", "pgserver"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # asyncpg's pool logs a traceback each time it fails to refill its floor during an outage;
+    # the service's health tracker reports the outage once (database_unavailable / _available).
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 
 def _json(obj: Any, **_kw: Any) -> str:

@@ -21,6 +21,7 @@ from commpro.metrics import route_label
 
 log = structlog.get_logger("commpro.webhooks")
 FORM = "application/x-www-form-urlencoded"
+INT32 = 2**31
 
 
 @web.middleware
@@ -77,9 +78,13 @@ def form_int(form: MultiDictProxy[str], name: str) -> int | None:
     if value in (None, ""):
         return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        raise ValidationError(details={name: "must be a whole number"}) from None
+        number = None
+    # Bounded: the columns are integers, and a larger value would fail in the database (a 500).
+    if number is None or not -INT32 <= number < INT32:
+        raise ValidationError(details={name: "must be a whole number"})
+    return number
 
 
 def twiml(document: object) -> web.Response:

@@ -212,3 +212,10 @@ async def test_unsigned_posts_to_many_paths_add_no_metric_series(service):
     after = (await (await service.client.get("/metrics")).read()).decode()
     assert series(after) == series(before)
     assert 'route="unmatched"' in after and "/webhook/aaab" not in after
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999", "9" * 5000, "²"])
+async def test_webhook_numbers_beyond_the_columns_are_400(service, value):
+    form = {"MessageSid": "SM" + uuid.uuid4().hex, "MessageStatus": "failed", "ErrorCode": value}
+    resp = await service.webhook("/webhook/status", form)
+    assert error_of(resp.status, await resp.json(), 400)["details"] == {"ErrorCode": "must be a whole number"}

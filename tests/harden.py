@@ -1,0 +1,479 @@
+"""`make harden`: fault scenarios against real processes, and one table of figures (issue 11).
+
+    python -m tests.harden [--outage-s 10] [--fuzz-examples 100] [--only outage,twilio,...]
+
+Everything runs on 127.0.0.1 against a PostgreSQL server of its own (embedded, in a temporary
+directory), which the outage scenario stops and always starts again. Traffic is bounded in count
+and time. The service runs as `python -m commpro serve` subprocesses, except where a scenario
+reads the sandbox's memory (creates per key) or seeds rows (the fuzz): there it runs in a thread
+of this process, on a real port all the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from aiohttp.test_utils import unused_port
+from prometheus_client.parser import text_string_to_metric_families
+from twilio.request_validator import RequestValidator
+
+from commpro.appkeys import pool_key, sandbox_state_key
+from commpro.auth import mint_token
+from commpro.config import load_config
+from commpro.numbers.store import insert_number
+from commpro.settings import Config
+from tests.pgcontrol import StoppablePostgres
+
+REPO = Path(__file__).resolve().parent.parent
+PEER = "+447911123456"
+CONCURRENCY = 8
+MAX_REQUESTS = 50_000  # per scenario, whatever the durations say
+
+
+class Table:
+    """The figures, printed as one table at the end; `zero` marks those that must be 0."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, bool]] = []
+
+    def add(self, scenario: str, figure: str, value: object, zero: bool = False) -> None:
+        self.rows.append((scenario, figure, str(value), zero))
+        print(f"  {scenario}: {figure} = {value}", flush=True)
+
+    def render(self) -> str:
+        widths = [max(len(r[i]) for r in self.rows + [("scenario", "figure", "value", False)]) for i in range(3)]
+        line = f"| {{:{widths[0]}}} | {{:{widths[1]}}} | {{:>{widths[2]}}} | {{}} |"
+        out = [line.format("scenario", "figure", "value", "must be 0"),
+               "|" + "|".join("-" * (w + 2) for w in widths) + "|---|"]
+        for scenario, figure, value, zero in self.rows:
+            flag = ("ok" if value == "0" else "NOT 0") if zero else ""
+            out.append(line.format(scenario, figure, value, flag))
+        return "\n".join(out)
+
+    @property
+    def failed(self) -> list[str]:
+        return [f"{s}: {f} = {v}" for s, f, v, zero in self.rows if zero and v != "0"]
+
+
+def base_env(database_url: str, data_dir: Path, port: int) -> dict[str, str]:
+    return {"DATABASE_URL": database_url, "HOST": "127.0.0.1", "PORT": str(port),
+            "COMMPRO_APP_DATA_DIR": str(data_dir), "COMMPRO_SANDBOX_RING_AFTER_S": "0",
+            "COMMPRO_SANDBOX_ANSWER_AFTER_S": "0", "COMMPRO_SANDBOX_MESSAGE_STEP_S": "0"}
+
+
+class ServiceProcess:
+    """`python -m commpro serve` on a port of its own, its output in a file."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.config: Config = load_config(env=env)
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.config.server.port}"
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("COMMPRO_", "TWILIO_", "JWT_"))}
+        env.update(self.env, PYTHONPATH=str(REPO))
+        with self.log.open("ab") as out:
+            # Popen returns at once: nothing here waits on the child.
+            self.proc = subprocess.Popen([sys.executable, "-m", "commpro", "serve"], env=env, stdout=out,  # noqa: ASYNC220
+                                         stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the service exited ({self.proc.returncode}): see {self.log}")
+            try:
+                async with session.get(self.url + "/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"the service did not start: see {self.log}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+
+    def token(self, user: str) -> str:
+        return mint_token(self.config, user)
+
+    def signed(self, path: str, form: dict[str, str]) -> dict[str, str]:
+        url = self.config.server.public_base_url + path
+        return {"X-Twilio-Signature": RequestValidator(self.config.twilio.auth_token).compute_signature(url, form)}
+
+
+async def add_number(database_url: str, user: str, number: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await insert_number(conn, user, number, forward_to=PEER)
+    finally:
+        await conn.close()
+
+
+def new_number() -> str:
+    return f"+336{uuid.uuid4().int % 10**8:08d}"
+
+
+def sms_form(number: str) -> dict[str, str]:
+    return {"MessageSid": "SM" + uuid.uuid4().hex, "From": PEER, "To": number, "Body": "load", "NumMedia": "0"}
+
+
+async def post_sms(session: aiohttp.ClientSession, svc: ServiceProcess, form: dict[str, str]) -> int:
+    try:
+        async with session.post(svc.url + "/webhook/sms", data=form, headers=svc.signed("/webhook/sms", form)) as r:
+            await r.read()
+            return r.status
+    except (TimeoutError, aiohttp.ClientError):
+        return 0  # no answer at all (connection refused or reset)
+
+
+async def stored_sids(database_url: str, sids: list[str]) -> set[str]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT sid FROM messages WHERE sid = any($1::text[])", sids)
+    finally:
+        await conn.close()
+    return {r["sid"] for r in rows}
+
+
+class Load:
+    """`CONCURRENCY` senders of signed inbound SMS until stopped; answers counted per phase."""
+
+    def __init__(self, session: aiohttp.ClientSession, svc: ServiceProcess, number: str) -> None:
+        self.session, self.svc, self.number = session, svc, number
+        self.phase = "before"
+        self.by_phase: dict[str, Counter] = {}
+        self.acked: list[str] = []
+        self.first_ok_after: float | None = None
+        self._stop = asyncio.Event()
+        self._sent = 0
+
+    async def _sender(self) -> None:
+        while not self._stop.is_set() and self._sent < MAX_REQUESTS:
+            self._sent += 1
+            form = sms_form(self.number)
+            phase = self.phase
+            status = await post_sms(self.session, self.svc, form)
+            self.by_phase.setdefault(phase, Counter())[status] += 1
+            if 200 <= status < 300:
+                self.acked.append(form["MessageSid"])
+                if phase == "after" and self.first_ok_after is None:
+                    self.first_ok_after = time.monotonic()
+            elif status == 0:
+                await asyncio.sleep(0.05)
+
+    async def run_until(self, stop: Callable[[], Awaitable[None]]) -> None:
+        senders = [asyncio.create_task(self._sender()) for _ in range(CONCURRENCY)]
+        try:
+            await stop()
+        finally:
+            self._stop.set()
+            await asyncio.gather(*senders)
+
+
+async def scenario_outage(table: Table, pg: StoppablePostgres, db: str, work: Path, outage_s: float) -> None:
+    name = f"PostgreSQL stopped {outage_s:g} s"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        svc = ServiceProcess(base_env(db, work / "data", unused_port()), work / "outage.log")
+        await svc.start(session)
+        user, number = "harden-" + uuid.uuid4().hex[:8], new_number()
+        await add_number(db, user, number)
+        ws = await session.ws_connect(f"{svc.url}/api/events?token={svc.token(user)}")
+        load = Load(session, svc, number)
+        listen_s: list[float] = []
+        marks: dict[str, float] = {}
+
+        async def script() -> None:
+            await asyncio.sleep(2)
+            await pg.stop()
+            load.phase = "outage"
+            await asyncio.sleep(outage_s)
+            await pg.start()
+            up = marks["up"] = time.monotonic()
+            load.phase = "after"
+            await asyncio.wait_for(ws.receive(), 30)  # 4009: the LISTEN connection is back
+            listen_s.append(time.monotonic() - up)
+            await asyncio.sleep(2)
+
+        try:
+            await load.run_until(script)
+        finally:
+            await pg.start()  # always: whatever happened above
+            await ws.close()
+            svc.kill(signal.SIGTERM)
+        lost = len(load.acked) - len(await stored_sids(db, load.acked))
+        outage = load.by_phase.get("outage", Counter())
+        table.add(name, "webhooks acknowledged", len(load.acked))
+        table.add(name, "acknowledged but lost", lost, zero=True)
+        table.add(name, "answers during the outage", ", ".join(f"{k or 'no answer'}: {v}"
+                                                               for k, v in sorted(outage.items())) or "none")
+        table.add(name, "5xx other than 503 during the outage",
+                  sum(v for k, v in outage.items() if k >= 500 and k != 503), zero=True)
+        recovery = load.first_ok_after - marks["up"] if load.first_ok_after and "up" in marks else None
+        table.add(name, "first 2xx after restart (s)", f"{recovery:.2f}" if recovery is not None else "never")
+        table.add(name, "LISTEN restored after restart (s)", f"{listen_s[0]:.2f}" if listen_s else "never")
+        lines = (work / "outage.log").read_text(errors="replace")
+        table.add(name, "log lines database_unavailable / _available",
+                  f"{lines.count('database_unavailable')} / {lines.count('database_available')}")
+        table.add(name, "tracebacks logged", lines.count("Traceback"), zero=True)
+
+
+async def scenario_duplicates(table: Table, db: str, work: Path) -> None:
+    name = "duplicate webhooks"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        svc = ServiceProcess(base_env(db, work / "data", unused_port()), work / "duplicates.log")
+        await svc.start(session)
+        user, number = "harden-" + uuid.uuid4().hex[:8], new_number()
+        await add_number(db, user, number)
+        forms = [sms_form(number) for _ in range(50)]
+        statuses = Counter()
+        for form in forms:  # each webhook 10 times at once
+            for status in await asyncio.gather(*(post_sms(session, svc, form) for _ in range(10))):
+                statuses[status] += 1
+        svc.kill(signal.SIGTERM)
+    conn = await asyncpg.connect(db)
+    try:
+        rows = await conn.fetchval("SELECT count(*) FROM messages WHERE sid = any($1::text[])",
+                                   [f["MessageSid"] for f in forms])
+    finally:
+        await conn.close()
+    table.add(name, "webhooks x concurrent copies", f"{len(forms)} x 10")
+    table.add(name, "answers", ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())))
+    table.add(name, "duplicate rows", rows - len(forms), zero=True)
+
+
+async def scenario_sigkill(table: Table, db: str, work: Path) -> None:
+    name = "SIGKILL under load"
+    port = unused_port()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        svc = ServiceProcess(base_env(db, work / "data", port), work / "sigkill.log")
+        await svc.start(session)
+        user, number = "harden-" + uuid.uuid4().hex[:8], new_number()
+        await add_number(db, user, number)
+        load = Load(session, svc, number)
+        creates = Counter()
+
+        async def creator() -> None:
+            auth = {"Authorization": f"Bearer {svc.token(user)}"}
+            while not load._stop.is_set():
+                headers = {**auth, "Idempotency-Key": uuid.uuid4().hex}
+                try:
+                    async with session.post(svc.url + "/api/messages/send", headers=headers,
+                                            json={"from": number, "to": PEER, "body": "x"}) as r:
+                        creates[r.status] += 1
+                except (TimeoutError, aiohttp.ClientError):
+                    creates[0] += 1
+                    return
+
+        async def script() -> None:
+            creators = [asyncio.create_task(creator()) for _ in range(4)]
+            await asyncio.sleep(3)
+            svc.kill(signal.SIGKILL)
+            load._stop.set()
+            await asyncio.gather(*creators)
+
+        await load.run_until(script)
+        restarted = ServiceProcess(base_env(db, work / "data", port), work / "sigkill.log")
+        await restarted.start(session)
+        await asyncio.sleep(5)  # room for whatever sweeps the service runs after a restart
+        restarted.kill(signal.SIGTERM)
+    conn = await asyncpg.connect(db)
+    try:
+        stuck = await conn.fetchval("SELECT count(*) FROM idempotency_keys WHERE user_id = $1 AND response IS NULL",
+                                    user)
+        orphans = await conn.fetchval(
+            "SELECT count(*) FROM messages WHERE user_id = $1 AND direction = 'outbound' AND sid IS NULL "
+            "AND status NOT IN ('failed', 'undelivered')", user)
+    finally:
+        await conn.close()
+    lost = len(load.acked) - len(await stored_sids(db, load.acked))
+    table.add(name, "creates answered before the kill", ", ".join(f"{k or 'cut'}: {v}" for k, v in
+                                                                  sorted(creates.items())))
+    table.add(name, "webhooks acknowledged but lost", lost, zero=True)
+    # TODO(lead, issue 9): these two become 0 once the sweep of unconfirmed creates lands.
+    table.add(name, "Idempotency-Keys stuck in flight", stuck, zero=True)
+    table.add(name, "orphan rows after the sweep (no Twilio SID)", orphans, zero=True)
+
+
+# The sandbox's fault mode for creates (the lead is adding it): the control payload that makes
+# Twilio answer late or drop the connection. TODO(lead): set the real names once it lands.
+TWILIO_FAULTS = ({"createFault": "late"}, {"createFault": "drop"})
+
+
+async def scenario_twilio(table: Table, pg_url: str, work: Path) -> None:
+    from tests.conftest import create_database
+    from tests.fuzz import ThreadedService
+
+    name = "Twilio late / dropped"
+    db = await create_database(pg_url)
+    env = base_env(db, work / "data-inproc", unused_port())
+    with ThreadedService(load_config(env=env)) as svc:
+        user, number = "harden-" + uuid.uuid4().hex[:8], new_number()
+        svc.run(_insert(svc, user, number))
+        state = svc.app[sandbox_state_key]
+        auth = {"Authorization": f"Bearer {svc.token(user)}"}
+        basic = aiohttp.BasicAuth(svc.config.twilio.account_sid, svc.config.twilio.auth_token)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+            for fault in TWILIO_FAULTS:
+                async with session.post(svc.url + "/_sandbox/control", json=fault, auth=basic) as r:
+                    supported = r.status == 200
+                label = f"{name} ({next(iter(fault.values()))})"
+                if not supported:
+                    table.add(label, "fault control", "missing in the sandbox: TODO, measured without the fault")
+                answers, peers = Counter(), []
+                for _ in range(20):  # 20 keys, each sent 3 times (a client retrying)
+                    key, peer = uuid.uuid4().hex, new_number()
+                    peers.append(peer)
+                    for _attempt in range(3):
+                        try:
+                            async with session.post(svc.url + "/api/messages/send", headers={
+                                    **auth, "Idempotency-Key": key}, json={"from": number, "to": peer,
+                                                                           "body": "x"}) as r:
+                                answers[r.status] += 1
+                        except (TimeoutError, aiohttp.ClientError):
+                            answers[0] += 1
+                per_key = Counter(m.to for m in list(state.messages.values()) if m.to in set(peers))
+                table.add(label, "answers to 3 tries x 20 keys", ", ".join(f"{k or 'cut'}: {v}"
+                                                                            for k, v in sorted(answers.items())))
+                table.add(label, "keys created more than once at Twilio", sum(1 for n in per_key.values() if n > 1),
+                          zero=True)
+
+
+async def _insert(svc, user: str, number: str) -> None:
+    async with svc.app[pool_key].acquire() as conn:
+        await insert_number(conn, user, number, forward_to=PEER)
+
+
+def _series(text: str) -> int:
+    """Series of the metrics requests can touch (background gauges come and go on their own)."""
+    return sum(len(family.samples) for family in text_string_to_metric_families(text)
+               if family.name.startswith(("commpro_http_request", "commpro_webhook_signature")))
+
+
+async def scenario_metrics(table: Table, db: str, work: Path) -> None:
+    name = "hostile traffic vs /metrics"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        svc = ServiceProcess(base_env(db, work / "data", unused_port()), work / "metrics.log")
+        await svc.start(session)
+
+        async def scrape() -> str:
+            async with session.get(svc.url + "/metrics") as r:
+                return await r.text()
+
+        sem = asyncio.Semaphore(CONCURRENCY)
+        statuses = Counter()
+
+        async def hostile(i: int) -> None:
+            letters = "".join(chr(97 + int(d)) for d in f"{i:05d}")
+            async with sem:
+                for method, path in (("POST", "/webhook/" + letters), ("GET", "/nowhere/" + letters),
+                                     ("DELETE", f"/api/calls/{uuid.uuid4()}")):
+                    async with session.request(method, svc.url + path, data={"a": "b"}) as r:
+                        statuses[r.status] += 1
+
+        await hostile(99999)  # once, for the series such traffic legitimately uses (route templates)
+        await scrape()
+        before = await scrape()
+        await asyncio.gather(*(hostile(i) for i in range(1000)))
+        after = await scrape()
+        svc.kill(signal.SIGTERM)
+    answers = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))
+    table.add(name, "hostile requests", f"{sum(statuses.values())} ({answers})")
+    table.add(name, "series before / after", f"{_series(before)} / {_series(after)}")
+    table.add(name, "/metrics bytes before / after", f"{len(before)} / {len(after)}")
+    table.add(name, "series added", _series(after) - _series(before), zero=True)
+
+
+async def scenario_fuzz(table: Table, pg_url: str, work: Path, examples: int) -> None:
+    from tests.conftest import create_database
+    from tests.fuzz import FUZZ_ENV, ThreadedService, fuzz, object_level_authorization, seed_user
+
+    name = "schemathesis fuzz"
+    db = await create_database(pg_url)
+    env = {**base_env(db, work / "data-fuzz", unused_port()), **FUZZ_ENV}
+    svc = ThreadedService(load_config(env=env))
+    with svc:
+        owned = await asyncio.to_thread(seed_user, svc, "fuzz-a-" + uuid.uuid4().hex[:8], new_number())
+        result = await asyncio.to_thread(fuzz, svc, svc.token(owned.user), examples=examples, seed=20261121,
+                                         progress=lambda line: print("   ", line, flush=True))
+        bola_cases, bola_failures = await asyncio.to_thread(object_level_authorization, svc, owned,
+                                                            "fuzz-b-" + uuid.uuid4().hex[:8])
+    for failure in result.failures + bola_failures:
+        print("\n" + failure[:3000], flush=True)
+    table.add(name, "cases (positive + negative)", result.cases)
+    table.add(name, "answers", ", ".join(f"{k}: {v}" for k, v in sorted(result.by_status.items())))
+    table.add(name, "5xx", sum(v for k, v in result.by_status.items() if k >= 500), zero=True)
+    table.add(name, "check failures", len(result.failures), zero=True)
+    table.add(name, "object-level authorisation: requests / failures", f"{bola_cases} / {len(bola_failures)}")
+    table.add(name, "object-level authorisation failures", len(bola_failures), zero=True)
+
+
+SCENARIOS = ("outage", "twilio", "sigkill", "duplicates", "fuzz", "metrics")
+
+
+async def main(args: argparse.Namespace) -> int:
+    from tests.conftest import create_database
+
+    table = Table()
+    only = set(args.only.split(",")) if args.only else set(SCENARIOS)
+    with tempfile.TemporaryDirectory(prefix="commpro-harden-") as tmp:
+        work = Path(tmp)
+        pg = StoppablePostgres(work / "pg")
+        try:
+            db = await create_database(pg.url)
+            print(f"PostgreSQL of its own under {work}; logs of the service processes there too", flush=True)
+            steps = {
+                "outage": lambda: scenario_outage(table, pg, db, work, args.outage_s),
+                "twilio": lambda: scenario_twilio(table, pg.url, work),
+                "sigkill": lambda: scenario_sigkill(table, db, work),
+                "duplicates": lambda: scenario_duplicates(table, db, work),
+                "fuzz": lambda: scenario_fuzz(table, pg.url, work, args.fuzz_examples),
+                "metrics": lambda: scenario_metrics(table, db, work),
+            }
+            for step in SCENARIOS:
+                if step in only:
+                    print(f"-- {step}", flush=True)
+                    started = time.monotonic()
+                    try:
+                        await steps[step]()
+                    except Exception as exc:  # noqa: BLE001 - one scenario's failure is a row, not the end
+                        table.add(step, "scenario error", f"{type(exc).__name__}: {exc}", zero=True)
+                    print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
+        finally:
+            await pg.start()
+            pg.close()
+    print()
+    print(f"make harden on {platform.node()}: {platform.platform()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(table.render())
+    if table.failed:
+        print("\nNOT ZERO: " + "; ".join(table.failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--outage-s", type=float, default=10.0)
+    parser.add_argument("--fuzz-examples", type=int, default=100)
+    parser.add_argument("--only", default="", help="comma-separated: " + ",".join(SCENARIOS))
+    sys.exit(asyncio.run(main(parser.parse_args())))
