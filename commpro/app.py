@@ -73,6 +73,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.cleanup_ctx.append(delivery_job(config.alerts.delivery_interval_s))
     app.add_routes(ops.routes)
     app.add_routes(openapi.routes)
+    openapi.add_rendered_view(app)
     app.add_routes(event_routes.routes)
     app.add_routes(number_routes.routes)
     # Before the call routes: /api/calls/alerts is not a call id.

@@ -29,6 +29,8 @@ PUBLIC_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^/readyz$"), "none"),
     # The API's description: nothing in it is secret.
     (re.compile(r"^/openapi\.json$"), "none"),
+    # Its rendered view (Swagger UI's own files); no segment may start with a dot.
+    (re.compile(r"^/docs(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*/?$"), "none"),
     (re.compile(r"^/webhook(/[a-z]+)+$"), "twilio-signature"),
     # Outbound MMS media for Twilio to fetch: its own HMAC signature in the query.
     (re.compile(r"^/media/[0-9a-f-]{36}$"), "signed-url"),

@@ -352,3 +352,14 @@ def document() -> Schema:
 @routes.get("/openapi.json", name="openapi")
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(document())
+
+
+DOCS_PREFIX = "/docs"
+
+
+def add_rendered_view(app: web.Application) -> None:
+    """Swagger UI at /docs, reading /openapi.json: swagger-ui-py serves its own copy of the
+    Swagger UI files (no CDN), so the page works offline and loads nothing from elsewhere."""
+    from swagger_ui import api_doc
+
+    api_doc(app, config_rel_url="/openapi.json", url_prefix=DOCS_PREFIX, title="CommPro API")

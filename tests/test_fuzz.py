@@ -4,17 +4,21 @@ ignored_auth; and object-level authorisation (user A's ids with user B's token a
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from tests.conftest import fresh_number, new_user
+from tests.conftest import create_database, fresh_number, new_user
 from tests.fuzz import FUZZ_ENV, ThreadedService, fuzz, object_level_authorization, seed_user
 
 SEED, EXAMPLES = 20261121, 6
 
 
 @pytest.fixture
-def fuzzed(make_config):
-    with ThreadedService(make_config(**FUZZ_ENV)) as service:
+def fuzzed(make_config, pg_server_url):
+    # A database of its own: the call seeded here must not reach other tests' pollers.
+    database_url = asyncio.run(create_database(pg_server_url))
+    with ThreadedService(make_config(DATABASE_URL=database_url, **FUZZ_ENV)) as service:
         yield service, seed_user(service, new_user(), fresh_number())
 
 

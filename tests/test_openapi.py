@@ -12,9 +12,10 @@ METHODS = ("get", "put", "post", "patch", "delete")
 
 
 def app_routes(config) -> set[str]:
-    """'METHOD /path' for every route the app serves (the sandbox, a test stand-in, aside)."""
+    """'METHOD /path' for every route the app serves (the sandbox, a test stand-in, and the
+    rendered view of this document aside)."""
     return {f"{r['method']} {r['path']}" for r in endpoint_table(create_app(config))
-            if not r["path"].startswith("/_sandbox")}
+            if not r["path"].startswith(("/_sandbox", "/docs"))}
 
 
 def documented(doc: dict) -> set[str]:
@@ -63,3 +64,12 @@ async def test_served_without_authentication(service):
     assert resp.status == 200
     served = await resp.json()
     assert served["openapi"] == "3.1.0" and served["paths"].keys() == document()["paths"].keys()
+
+
+async def test_rendered_view_is_served_from_our_own_files(service):
+    resp = await service.client.get("/docs")
+    page = await resp.text()
+    assert resp.status == 200 and "/openapi.json" in page
+    assert "/docs/static/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+    resp = await service.client.get("/docs/static/swagger-ui-bundle.js")
+    assert resp.status == 200
