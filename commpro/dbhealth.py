@@ -33,8 +33,10 @@ def is_outage(exc: BaseException) -> bool:
     """Whether `exc` says the database is out of reach (rather than that a query is wrong)."""
     if isinstance(exc, _OUTAGE):
         return True
-    # asyncpg's own "connection is closed" / "pool is closing" carry no class of their own.
-    return isinstance(exc, asyncpg.InterfaceError) and "clos" in str(exc)
+    # asyncpg's own "connection is closed" / "pool is closing" carry no class of their own, nor
+    # does the state error of a connection the server dropped in the middle of a query.
+    return (isinstance(exc, asyncpg.InterfaceError) and "clos" in str(exc)
+            or isinstance(exc, asyncpg.InternalClientError) and "another operation" in str(exc))
 
 
 class DatabaseHealth:
@@ -67,7 +69,9 @@ class DatabaseHealth:
 
     async def _watch(self, error: str) -> None:
         if await self._reachable():
-            return  # a single failure, not an outage
+            # A single failure, not an outage: one line, so that it is not silent either.
+            log.warning("database_request_failed", error=error)
+            return
         self.down_since = time.monotonic()
         log.error("database_unavailable", error=error)
         while not await self._reachable():
