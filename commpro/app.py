@@ -6,7 +6,7 @@ import time
 
 from aiohttp import web
 
-from commpro import ops
+from commpro import openapi, ops
 from commpro.appkeys import (
     config_key,
     jobs_key,
@@ -22,6 +22,7 @@ from commpro.calls.prices import call_prices
 from commpro.console import routes as console_routes
 from commpro.contacts import routes as contact_routes
 from commpro.db import pool_ctx
+from commpro.dbhealth import health_ctx
 from commpro.errors import error_middleware
 from commpro.events import events_retention, hub_ctx
 from commpro.events import routes as event_routes
@@ -78,11 +79,14 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     for kind in JOB_KINDS:
         app[jobs_key].register(kind(config))
     app.cleanup_ctx.append(pool_ctx)
+    app.cleanup_ctx.append(health_ctx)
     app.cleanup_ctx.append(twilio_ctx(twilio))
     app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(jobs_ctx)
     app.add_routes(ops.routes)
     app.add_routes(console_routes.routes)
+    app.add_routes(openapi.routes)
+    openapi.add_rendered_view(app)
     app.add_routes(event_routes.routes)
     app.add_routes(number_routes.routes)
     # Before the call routes: /api/calls/alerts is not a call id.

@@ -59,6 +59,15 @@ class Jobs(Protocol):
     def wake(self, kind: str) -> None: ...
 
 
+class Health(Protocol):
+    """commpro.dbhealth.DatabaseHealth: whether the database is down, confirmed by a probe."""
+
+    @property
+    def down(self) -> bool: ...
+
+    def suspect(self, exc: BaseException) -> None: ...
+
+
 class Meters(Protocol):
     """commpro.metrics.Metrics: the Prometheus registry and the service's metrics in it."""
 
@@ -81,6 +90,8 @@ metrics_key = web.AppKey("metrics_key", Meters)
 # On a sub-application mounted beside the service that checks its own credentials (the Twilio
 # sandbox of development): the service's JWT middleware leaves its routes to it.
 own_auth_key = web.AppKey("own_auth_key", bool)
+# The database's health as requests and loops see it (commpro.dbhealth).
+db_health_key = web.AppKey("db_health_key", Health)
 
 request_id_key = web.RequestKey("request_id_key", str)
 # The verified JWT claims of the caller; absent on routes that need no JWT.

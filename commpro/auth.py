@@ -30,6 +30,10 @@ PUBLIC_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^/$"), "none"),
     (re.compile(r"^/healthz$"), "none"),
     (re.compile(r"^/readyz$"), "none"),
+    # The API's description: nothing in it is secret.
+    (re.compile(r"^/openapi\.json$"), "none"),
+    # Its rendered view (Swagger UI's own files); no segment may start with a dot.
+    (re.compile(r"^/docs(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*/?$"), "none"),
     (re.compile(r"^/webhook(/[a-z]+)+$"), "twilio-signature"),
     # Outbound MMS media for Twilio to fetch: its own HMAC signature in the query.
     (re.compile(r"^/media/[0-9a-f-]{36}$"), "signed-url"),
@@ -42,6 +46,7 @@ PUBLIC_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 OWN_AUTH = "own"
 
 EVENTS_PATH = "/api/events"
+MAX_SUB_LENGTH = 255
 _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$")
 
 
@@ -106,9 +111,12 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
     except Unauthorized as exc:
         _refused(request, exc.message)
         raise
-    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+    sub = claims.get("sub")
+    # The user id is stored as text and logged: no NUL, no control characters or lone
+    # surrogates (JSON can carry both), and a bounded length.
+    if not isinstance(sub, str) or not 1 <= len(sub) <= MAX_SUB_LENGTH or not sub.isprintable():
         _refused(request, "sub")
-        raise Unauthorized("Token 'sub' must be a non-empty string")
+        raise Unauthorized(f"Token 'sub' must be 1 to {MAX_SUB_LENGTH} printable characters")
     request[claims_key] = claims
     return await handler(request)
 

@@ -11,7 +11,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import request_id_key
+from commpro.appkeys import db_health_key, request_id_key
+from commpro.dbhealth import RETRY_AFTER_S, is_outage
 
 log = structlog.get_logger("commpro.errors")
 
@@ -78,6 +79,14 @@ class UnsupportedMediaType(AppError):
     status, code, message = 415, "unsupported_media_type", "Unsupported media type"
 
 
+class UpgradeRequired(AppError):
+    status, code, message = 426, "upgrade_required", "This endpoint speaks WebSocket only"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"Upgrade": "websocket"})
+        super().__init__(message, **kwargs)
+
+
 class Unprocessable(AppError):
     status, code, message = 422, "unprocessable", "The request cannot be processed"
 
@@ -96,6 +105,13 @@ class BadGateway(AppError):
 
 class ServiceUnavailable(AppError):
     status, code, message = 503, "unavailable", "The service is unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code, message = "database_unavailable", "The database is unavailable: retry shortly"
+
+    def __init__(self) -> None:
+        super().__init__(details={"retryAfterSec": RETRY_AFTER_S}, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 class GatewayTimeout(AppError):
@@ -139,7 +155,16 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
             raise  # redirects and the like pass through untouched
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return error_response(exc.status, _HTTP_CODES.get(exc.status, "error"), exc.reason, None, headers)
-    except Exception:
+    except Exception as exc:
+        if is_outage(exc):
+            # The database is out of reach: a retryable 503, and one log line per state change
+            # (the health tracker's), not a traceback per request.
+            health = request.config_dict.get(db_health_key)
+            if health is not None:
+                health.suspect(exc)
+            unavailable = DatabaseUnavailable()
+            return error_response(unavailable.status, unavailable.code, unavailable.message, unavailable.details,
+                                  unavailable.headers)
         # Logged with its traceback; the client learns nothing but the request id.
         log.exception("unhandled_error", request_id=request.get(request_id_key))
         return error_response(500, "internal", "Internal server error",

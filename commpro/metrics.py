@@ -12,11 +12,30 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+UNMATCHED = "unmatched"
+
+
+def route_label(request: web.Request) -> str:
+    """The route template a request matched, or "unmatched": never the raw path, which a
+    client chooses, so that no request can add a series."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(request: web.Request) -> str:
+    """The method, or "OTHER": aiohttp accepts any token as a method, so it is bounded too."""
+    return request.method if request.method in _METHODS else "OTHER"
 
 
 class Metrics:
@@ -27,7 +46,7 @@ class Metrics:
             ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.signature_rejections = Counter(
             "commpro_webhook_signature_rejections", "Webhooks refused for a missing or wrong Twilio signature",
-            ["path"], registry=self.registry)
+            ["route"], registry=self.registry)
         self.twilio = Histogram(
             "commpro_twilio_api_duration_seconds", "Twilio API calls by operation and outcome, and their latency",
             ["operation", "outcome"], buckets=LATENCY_BUCKETS, registry=self.registry)

@@ -82,7 +82,9 @@ async def status(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format; behind metrics.token when one is set."""
     token = request.config_dict[config_key].metrics.token
-    if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+    # Bytes: compare_digest refuses a str with non-ASCII characters (a TypeError, hence a 500).
+    given = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
+    if token and not hmac.compare_digest(given, f"Bearer {token}".encode()):
         raise Unauthorized("This endpoint needs the metrics token")
     await _job_stats(request)  # sets the jobs' gauges
     body = generate_latest(request.config_dict[metrics_key].registry)

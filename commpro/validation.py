@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -20,6 +21,29 @@ from aiohttp import web
 from commpro.errors import BadRequest, NotFound, UnsupportedMediaType, ValidationError
 
 _MISSING = object()
+# PostgreSQL's timestamptz reaches far wider than this, but a Python datetime near year 1 or
+# 9999 overflows as soon as it is moved to UTC (asyncpg does, on the way out): a client date
+# outside these years is refused rather than left to fail in the driver.
+MIN_YEAR, MAX_YEAR = 1000, 9998
+# Header values the service stores or echoes (Idempotency-Key): visible ASCII and spaces.
+_HEADER_TOKEN = re.compile(r"^[\x20-\x7e]+$")
+
+
+def has_nul(value: Any) -> bool:
+    """Whether a string anywhere in `value` (keys included) holds a NUL, which PostgreSQL's
+    text type cannot store: refused at the door instead of failing in the database."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+def refuse_nul(data: Any, what: str = "The body") -> None:
+    if has_nul(data):
+        raise BadRequest(f"{what} must not contain NUL characters")
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -32,7 +56,33 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise BadRequest("The body is not valid JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("The body must be a JSON object")
+    refuse_nul(data)
     return data
+
+
+def header_token(request: web.Request, name: str, max_len: int = 255) -> str | None:
+    """An optional header the service keeps (printable ASCII, 1 to `max_len` characters), or a
+    400 naming it. aiohttp hands other bytes over as surrogates, which the database refuses."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if len(value) > max_len or not _HEADER_TOKEN.match(value):
+        raise ValidationError(details={name: f"1 to {max_len} printable ASCII characters"})
+    return value
+
+
+def instant(value: Any) -> datetime | None:
+    """An ISO 8601 timestamp with its offset, within the years the service stores, else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+        in_utc = parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        return None
+    if in_utc is None or not MIN_YEAR <= in_utc.year <= MAX_YEAR:
+        return None
+    return parsed
 
 
 def is_e164(value: object) -> bool:
@@ -136,13 +186,9 @@ class Fields:
         value = self._get(name, required)
         if value is _MISSING:
             return None
-        try:
-            parsed = datetime.fromisoformat(value)
-        except (TypeError, ValueError):
-            parsed = None
-        if parsed is None or parsed.tzinfo is None:
-            self.errors[name] = "must be an ISO 8601 timestamp with a time zone"
-            return None
+        parsed = instant(value)
+        if parsed is None:
+            self.errors[name] = f"must be an ISO 8601 timestamp with a time zone, years {MIN_YEAR} to {MAX_YEAR}"
         return parsed
 
     def e164_list(self, name: str, *, required: bool = True, max_items: int = 500) -> list[str] | None:
@@ -173,9 +219,12 @@ def decode_cursor(value: str, field: str = "cursor") -> tuple[datetime, uuid.UUI
     """The (timestamp, id) a cursor carries; 400 naming `field` for anything we did not give out."""
     try:
         at, row_id = orjson.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        return datetime.fromisoformat(at), uuid.UUID(row_id)
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
-        raise ValidationError(details={field: "is not a cursor this service gave out"}) from None
+        parsed = instant(at), uuid.UUID(row_id)
+    except (binascii.Error, ValueError, TypeError, AttributeError, orjson.JSONDecodeError):
+        parsed = None, None
+    if parsed[0] is None:
+        raise ValidationError(details={field: "is not a cursor this service gave out"})
+    return parsed
 
 
 def next_cursor(rows: list, limit: int, at: str = "created_at", row_id: str = "id") -> str | None:

@@ -30,9 +30,11 @@ from twilio.request_validator import (
 from commpro.appkeys import config_key, metrics_key, webhook_form_key
 from commpro.auth import auth_for_path
 from commpro.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType, ValidationError
+from commpro.metrics import route_label
 
 log = structlog.get_logger("commpro.webhooks")
 FORM = "application/x-www-form-urlencoded"
+INT32 = 2**31
 
 
 @web.middleware
@@ -72,8 +74,12 @@ async def webhook_guard(request: web.Request, handler) -> web.StreamResponse:
             reason=reason,
             scheme=scheme,
         )
-        request.config_dict[metrics_key].signature_rejections.labels(request.path).inc()
+        # Labelled by route template: a label per raw path would let anyone add series at will.
+        request.config_dict[metrics_key].signature_rejections.labels(route_label(request)).inc()
         raise Forbidden("Invalid Twilio signature")
+    if any("\x00" in key or "\x00" in value for key, value in form.items()):
+        # Signed, yet unstorable: PostgreSQL's text cannot hold NUL.
+        raise BadRequest("The webhook form must not contain NUL characters")
     request[webhook_form_key] = MultiDictProxy(form)
     return await handler(request)
 
@@ -103,9 +109,13 @@ def form_int(form: MultiDictProxy[str], name: str) -> int | None:
     if value in (None, ""):
         return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        raise ValidationError(details={name: "must be a whole number"}) from None
+        number = None
+    # Bounded: the columns are integers, and a larger value would fail in the database (a 500).
+    if number is None or not -INT32 <= number < INT32:
+        raise ValidationError(details={name: "must be a whole number"})
+    return number
 
 
 def twiml(document: object) -> web.Response:

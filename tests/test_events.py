@@ -148,7 +148,7 @@ async def test_metrics_after_traffic(start_service):
     text = await resp.text()
     assert 'commpro_http_request_duration_seconds_count{method="GET",route="/healthz",status="200"} 3.0' in text
     assert 'commpro_http_request_duration_seconds_bucket{le="0.001",method="GET",route="/healthz",status="200"}' in text
-    assert 'commpro_webhook_signature_rejections_total{path="/webhook/sms"} 1.0' in text
+    assert 'commpro_webhook_signature_rejections_total{route="/webhook/sms"} 1.0' in text
     assert 'commpro_twilio_api_duration_seconds_count{operation="messages.create",outcome="ok"} 1.0' in text
     assert "commpro_db_pool_connections_in_use " in text
     assert 'commpro_background_lag_seconds{task="voice-insights"}' in text

@@ -21,11 +21,13 @@ import structlog
 from aiohttp import web
 
 from commpro.appkeys import config_key, hub_key, tasks_key
+from commpro.dbhealth import is_outage
 from commpro.events import store
 from commpro.jobs import Kind, retention_kind
 from commpro.settings import Config
 
 log = structlog.get_logger("commpro.events")
+RELISTEN_S = 0.2
 
 
 class Subscriber:
@@ -82,8 +84,12 @@ async def _listen(config, hub: EventHub) -> tuple[asyncpg.Connection, asyncio.Ev
     event is set when that connection is lost."""
     lost = asyncio.Event()
     conn = await asyncpg.connect(config.database.url, timeout=config.database.connect_timeout_s)
-    conn.add_termination_listener(lambda _conn: lost.set())
-    await conn.add_listener(store.CHANNEL, hub.on_notify)
+    try:
+        conn.add_termination_listener(lambda _conn: lost.set())
+        await conn.add_listener(store.CHANNEL, hub.on_notify)
+    except BaseException:
+        conn.terminate()
+        raise
     return conn, lost
 
 
@@ -98,7 +104,6 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
         this process, so its streams are ended (4009): clients reconnect with ?since and the
         durable log fills the gap."""
         nonlocal conn, lost
-        delay = 0.5
         while True:
             await lost.wait()
             log.warning("event_listener_lost")
@@ -106,10 +111,12 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
                 try:
                     conn, lost = await _listen(config, hub)
                     break
-                except (OSError, asyncpg.PostgresError, TimeoutError):
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30)
-            delay = 0.5
+                except Exception as exc:  # noqa: BLE001 - this loop must outlive any failure
+                    # A short fixed interval, not a growing one: a refused connect costs nothing,
+                    # and the stream is back within RELISTEN_S of the database's return.
+                    if not is_outage(exc):
+                        log.warning("event_listener_retry", error=type(exc).__name__)
+                    await asyncio.sleep(RELISTEN_S)
             hub.close_all(resync=True)
             log.info("event_listener_restored")
 

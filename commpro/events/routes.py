@@ -10,6 +10,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from commpro.appkeys import config_key, hub_key, pool_key
 from commpro.auth import user_id
+from commpro.errors import UpgradeRequired
 from commpro.events import store
 from commpro.validation import Fields
 
@@ -35,6 +36,9 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     user = user_id(request)
     hub = request.config_dict[hub_key]
     ws = web.WebSocketResponse(heartbeat=settings.heartbeat_s)
+    if not ws.can_prepare(request).ok:
+        # A plain GET (no Upgrade handshake) would fail in prepare() with a 500.
+        raise UpgradeRequired("Open /api/events as a WebSocket")
     # Subscribed before the replay, so nothing falls between the two.
     sub = hub.subscribe(user)
     reader = None

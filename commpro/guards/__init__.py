@@ -14,10 +14,11 @@ from aiohttp import web
 
 from commpro.appkeys import config_key, pool_key
 from commpro.auth import user_id
-from commpro.errors import AppError, Conflict, TooManyRequests, Unprocessable, ValidationError, rebuild_error
+from commpro.errors import AppError, Conflict, TooManyRequests, Unprocessable, rebuild_error
 from commpro.guards import store
 from commpro.jobs import Kind, retention_kind
 from commpro.settings import Config
+from commpro.validation import header_token
 
 MAX_KEY_LENGTH = 255
 PURGE_BATCH = 1000
@@ -62,12 +63,10 @@ async def idempotent(request: web.Request, scope: str, body: dict[str, Any], cre
     first died before binding. The same key with another body is refused (422). A retry never
     reaches Twilio a second time for a bound row.
     """
-    key = request.headers.get("Idempotency-Key")
+    key = header_token(request, "Idempotency-Key", MAX_KEY_LENGTH)
     if key is None:
         status, payload = await create(_no_key)
         return web.json_response(payload, status=status)
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise ValidationError(details={"Idempotency-Key": f"1 to {MAX_KEY_LENGTH} characters"})
     user = user_id(request)
     digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
     pool = request.config_dict[pool_key]

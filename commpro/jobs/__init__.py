@@ -54,6 +54,7 @@ import structlog
 from aiohttp import web
 
 from commpro.appkeys import jobs_key, metrics_key, pool_key, tasks_key
+from commpro.dbhealth import is_outage
 from commpro.jobs import store
 
 log = structlog.get_logger("commpro.jobs")
@@ -299,8 +300,12 @@ async def _loop(app: web.Application, kind: Kind) -> None:
         try:
             claimed, _ = await _round(app, kind, datetime.now(UTC))
             more = claimed == kind.batch  # a full batch: more may be due already
-        except Exception:  # the loop survives a failed round (the database away, say)
-            log.exception("background_iteration_failed", task=kind.name)
+        except Exception as exc:  # the loop survives a failed round (the database away, say)
+            if is_outage(exc):
+                # The outage itself is logged once by the health tracker: no traceback here.
+                log.warning("background_iteration_skipped", task=kind.name, reason="database_unavailable")
+            else:
+                log.exception("background_iteration_failed", task=kind.name)
         else:
             app[metrics_key].job_succeeded(kind.name)
         queue._busy.discard(kind.name)

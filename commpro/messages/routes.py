@@ -26,7 +26,7 @@ from commpro.messages import service, store
 from commpro.messages.content import open_content, reading_key
 from commpro.messages.media import media_response, sniff
 from commpro.messages.sms import estimate
-from commpro.validation import Fields, decode_cursor, iso, json_body, next_cursor, parse_uuid
+from commpro.validation import Fields, decode_cursor, iso, json_body, next_cursor, parse_uuid, refuse_nul
 
 routes = web.RouteTableDef()
 MAX_BODY = 1600
@@ -153,6 +153,7 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, str], list[tu
                 fields[part.name or ""] = ""  # reported as an unknown field
     except (ValueError, UnicodeDecodeError, AssertionError):
         raise BadRequest("The multipart body is malformed") from None
+    refuse_nul(fields, "The multipart fields")
     if not uploads:
         raise ValidationError(details={"media": "at least one file"})
     if len(uploads) > MAX_MEDIA:
