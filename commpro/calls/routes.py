@@ -11,7 +11,7 @@ from twilio.jwt.access_token.grants import VoiceGrant
 
 from commpro.appkeys import config_key, pool_key, twilio_key
 from commpro.auth import user_id
-from commpro.calls import store, twiml
+from commpro.calls import devices, store, twiml
 from commpro.errors import (
     AppError,
     Conflict,
@@ -67,10 +67,12 @@ async def initiate_call(request: web.Request) -> web.Response:
     async def create() -> tuple[int, dict[str, Any]]:
         async with pool.acquire() as conn:
             number = await numbers.get_owned_number(conn, user, from_number)
+            registered = await devices.registered_identity(conn, user)
         if number is None:
             raise Forbidden("'from' is not one of your numbers", details={"from": "not yours"})
         # The user's phone rings first, or else the app; the destination is dialled on answer.
-        first_leg = number["forward_to"] or (f"client:{number['identity']}" if number["identity"] else None)
+        identity = devices.ring_identity(number, registered)
+        first_leg = number["forward_to"] or (f"client:{identity}" if identity else None)
         if first_leg is None:
             raise Unprocessable("This number has neither a forward-to phone nor an app identity to ring first")
         await rate_limit(request, "calls.initiate", config.calls.rate_per_minute)
@@ -123,21 +125,25 @@ async def list_calls(request: web.Request) -> web.Response:
 async def call_token(request: web.Request) -> web.Response:
     """A Twilio Access Token with a VoiceGrant, so the apps can place and receive calls."""
     settings = request.config_dict[config_key].twilio
+    # The push credential is optional: a web client receives calls over its open connection.
     missing = [name for name, value in (
         ("TWILIO_API_KEY_SID", settings.api_key_sid), ("TWILIO_API_KEY_SECRET", settings.api_key_secret),
-        ("TWILIO_TWIML_APP_SID", settings.twiml_app_sid), ("TWILIO_PUSH_CREDENTIAL_SID", settings.push_credential_sid),
+        ("TWILIO_TWIML_APP_SID", settings.twiml_app_sid),
     ) if not value]
     if missing:
-        raise ServiceUnavailable("Mobile calling is not configured: set " + ", ".join(missing))
-    async with request.config_dict[pool_key].acquire() as conn:
-        owned = await numbers.list_numbers(conn, user_id(request))
-    identity = next((n["identity"] for n in owned if n["identity"]), None)
-    if identity is None:
-        raise Conflict("None of your numbers has an app identity (commpro numbers add ... --identity NAME)")
+        raise ServiceUnavailable("App calling is not configured: set " + ", ".join(missing))
+    user = user_id(request)
+    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+        owned = await numbers.list_numbers(conn, user)
+        # An identity an operator gave one of the user's numbers wins; else one derived from the user id.
+        identity = next((n["identity"] for n in owned if n["identity"]), None) or devices.derived_identity(user)
+        if await devices.identity_used_elsewhere(conn, identity, user):
+            raise Conflict("Your app identity is already used by another user")
+        await devices.register_app(conn, user, identity)
     token = AccessToken(settings.account_sid, settings.api_key_sid, settings.api_key_secret,
                         identity=identity, ttl=TOKEN_TTL_S)
     token.add_grant(VoiceGrant(outgoing_application_sid=settings.twiml_app_sid, incoming_allow=True,
-                               push_credential_sid=settings.push_credential_sid))
+                               push_credential_sid=settings.push_credential_sid or None))
     return web.json_response({"token": token.to_jwt(), "identity": identity, "ttlSec": TOKEN_TTL_S})
 
 

@@ -61,8 +61,8 @@ def voicemail(config: Config, number: asyncpg.Record, call_id: object) -> VoiceR
     return response
 
 
-def forward(config: Config, number: asyncpg.Record, call_id: object) -> VoiceResponse:
-    """Ring the user's app and/or phone; the Dial action decides about voicemail."""
+def forward(config: Config, number: asyncpg.Record, call_id: object, identity: str | None) -> VoiceResponse:
+    """Ring the user's app (`identity`) and/or phone; the Dial action decides about voicemail."""
     response = VoiceResponse()
     if number["greeting_text"]:
         _say(response, number["greeting_text"], number, config)
@@ -72,8 +72,8 @@ def forward(config: Config, number: asyncpg.Record, call_id: object) -> VoiceRes
         method="POST",
     )
     leg_status = webhook_url(config, "/webhook/voice/status", callId=call_id, leg="dial")
-    if number["identity"]:
-        dial.client(number["identity"], status_callback=leg_status, status_callback_event=ALL_EVENTS,
+    if identity:
+        dial.client(identity, status_callback=leg_status, status_callback_event=ALL_EVENTS,
                     status_callback_method="POST")
     if number["forward_to"]:
         dial.number(number["forward_to"], status_callback=leg_status, status_callback_event=ALL_EVENTS,

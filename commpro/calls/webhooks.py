@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 
 from commpro.appkeys import config_key, pool_key
-from commpro.calls import store, twiml
+from commpro.calls import devices, store, twiml
 from commpro.errors import ValidationError
 from commpro.events import store as events
 from commpro.numbers import store as numbers
@@ -48,11 +48,12 @@ async def incoming_call(request: web.Request) -> web.Response:
         if created:
             await events.publish(conn, number["user_id"], "call.created",
                                  {"callId": str(call_id), "direction": "inbound", "status": "ringing"})
+        identity = devices.ring_identity(number, await devices.registered_identity(conn, number["user_id"]))
     if number["routing"] == "reject" or form["From"] in number["blocked_numbers"]:
         return twiml_response(twiml.reject())
-    if number["routing"] == "voicemail" or not (number["identity"] or number["forward_to"]):
+    if number["routing"] == "voicemail" or not (identity or number["forward_to"]):
         return twiml_response(twiml.voicemail(config, number, call_id))
-    return twiml_response(twiml.forward(config, number, call_id))
+    return twiml_response(twiml.forward(config, number, call_id, identity))
 
 
 @routes.post("/webhook/voice/outbound", name="webhook_voice_outbound")

@@ -61,11 +61,17 @@ async def get_owned_number(conn: asyncpg.Connection, user_id: str, e164: str) ->
     return await conn.fetchrow(OWNED_NUMBER, user_id, e164)
 
 
-IDENTITY_NUMBERS = f"SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE identity = $1 ORDER BY created_at, e164"
+# A number's own identity, or the identity its owner's app registered with (GET /api/calls/token).
+IDENTITY_NUMBERS = f"""
+SELECT {NUMBER_COLUMNS} FROM phone_numbers
+WHERE identity = $1 OR user_id = (SELECT user_id FROM app_registrations WHERE identity = $1)
+ORDER BY created_at, e164
+"""
 
 
 async def numbers_of_identity(conn: asyncpg.Connection, identity: str) -> list[asyncpg.Record]:
-    """The numbers an app identity may call from (all one user's, see IDENTITY_OWNER)."""
+    """The numbers an app identity may call from (all one user's, see IDENTITY_OWNER and the
+    token route, which never registers an identity another user has)."""
     return await conn.fetch(IDENTITY_NUMBERS, identity)
 
 

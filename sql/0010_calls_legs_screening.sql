@@ -1,0 +1,38 @@
+-- Calls as a business phone needs them: app registrations, every leg of a call, screening.
+
+-- A user "has registered the app" once GET /api/calls/token gave them a token: from then on
+-- inbound calls ring that identity. The identity is the one the token carried (a number's
+-- explicit identity, or the one derived from the user's id), so it rings the right device.
+CREATE TABLE app_registrations (
+    user_id text PRIMARY KEY,
+    identity text NOT NULL UNIQUE,
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    last_token_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Every child leg of a call (each <Dial> target), with its own status, so that every billed leg
+-- is priced and the leg that carried the conversation is known.
+CREATE TABLE call_legs (
+    sid text PRIMARY KEY,
+    call_id uuid NOT NULL REFERENCES calls (id) ON DELETE CASCADE,
+    -- What the leg rang: the user's app or phone, or (outbound) the destination.
+    device text NOT NULL CHECK (device IN ('app', 'phone', 'destination')),
+    target text NOT NULL,
+    status text NOT NULL,
+    status_rank integer NOT NULL,
+    sequence_number integer,
+    answered_at timestamptz,
+    ended_at timestamptz,
+    duration_s integer,
+    -- Screening: the person pressed the key (app legs accept by answering).
+    accepted_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX call_legs_call_idx ON call_legs (call_id);
+
+-- Which of the user's devices took the call: set once, by the first leg accepted.
+ALTER TABLE calls ADD COLUMN answered_by text CHECK (answered_by IN ('app', 'phone'));
+ALTER TABLE calls ADD COLUMN answered_leg_sid text;
+
+-- Call screening ("call whisper") on the legs to a phone: on unless the user turns it off.
+ALTER TABLE phone_numbers ADD COLUMN screening boolean NOT NULL DEFAULT true;
