@@ -21,6 +21,7 @@ from commpro.appkeys import (
 )
 from commpro.auth import auth_middleware
 from commpro.calls import routes as call_routes
+from commpro.calls import screening as call_screening
 from commpro.calls import webhooks as call_webhooks
 from commpro.calls.prices import PRICES as CALL_PRICES
 from commpro.db import pool_ctx
@@ -76,6 +77,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.add_routes(quality_routes.routes)
     app.add_routes(call_routes.routes)
     app.add_routes(call_webhooks.routes)
+    app.add_routes(call_screening.routes)
     app.add_routes(message_routes.routes)
     app.add_routes(message_webhooks.routes)
     app.add_routes(message_media.routes)

@@ -96,6 +96,10 @@ class VoiceSettings:
     unknown_number_message: str = "Ce numéro n'est pas attribué. Au revoir."
     ring_timeout_s: int = 20
     voicemail_max_length_s: int = 60
+    # Call screening on the legs to a phone: {caller} / {callee} are read out digit by digit.
+    screening_prompt: str = "Appel CommPro de {caller}. Appuyez sur 1 pour accepter."
+    outbound_screening_prompt: str = "Appel CommPro vers {callee}. Appuyez sur 1 pour appeler."
+    screening_timeout_s: int = 6
 
 
 @dataclass(frozen=True)

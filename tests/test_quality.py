@@ -19,7 +19,7 @@ from commpro.quality.delivery import deliver_round
 from commpro.quality.emodel import estimate_mos, mos_from_r, r_factor
 from commpro.quality.poller import poll_round
 from commpro.sandbox import magic
-from tests.conftest import WAIT_S, new_user
+from tests.conftest import WAIT_S, fresh_number, new_user
 
 CALLER = "+447911123456"
 SECRET = "alert-webhook-secret-of-some-length"
@@ -44,8 +44,9 @@ def test_e_model_impairments():
 
 
 async def inbound_call(service, from_=CALLER) -> dict:
+    """A call answered on the user's phone: its quality is the carrier's (PSTN) figures."""
     user = new_user()
-    number = await service.add_number(user, identity=user)
+    number = await service.add_number(user, forward_to=fresh_number())
     await service.simulate_call(from_, number)
     await service.sandbox_idle()
     [call] = (await (await service.client.get("/api/calls", headers=service.auth(user))).json())["calls"]

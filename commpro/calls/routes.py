@@ -50,6 +50,7 @@ def call_json(row: asyncpg.Record) -> dict[str, Any]:
         "priceUnit": row["price_unit"],
         "recording": recording,
         "voicemail": row["voicemail"],
+        "answeredBy": row["answered_by"],
         "errorCode": row["error_code"],
     }
 
@@ -85,7 +86,9 @@ async def initiate_call(request: web.Request) -> web.Response:
             created = await gateway.call("calls.create", lambda: gateway.client.calls.create_async(
                 to=first_leg,
                 from_=from_number,
-                url=twiml.webhook_url(config, "/webhook/voice/outbound", callId=call["id"]),
+                # screen=1: the user's phone must press the key before the destination is dialled.
+                url=twiml.webhook_url(config, "/webhook/voice/outbound", callId=call["id"],
+                                      screen=1 if number["forward_to"] and number["screening"] else None),
                 method="POST",
                 status_callback=twiml.webhook_url(config, "/webhook/voice/status", callId=call["id"], leg="user"),
                 status_callback_event=twiml.ALL_EVENTS.split(),

@@ -22,7 +22,7 @@ TERMINAL_RANK = 3
 CALL_COLUMNS = """
 id, user_id, sid, dial_sid, direction, from_number, to_number, status, created_at, answered_at,
 ended_at, duration_s, price, price_unit, recording_sid, recording_url, recording_duration_s,
-voicemail, error_code, error_message
+voicemail, error_code, error_message, answered_by, phone_number_id
 """
 
 INSERT_OUTBOUND_CALL = f"""
@@ -198,7 +198,10 @@ WHERE id IN (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, array_remove(ARRAY[sid, dial_sid], NULL) AS legs, ended_at, price_attempts
+RETURNING id, ARRAY[sid] || ARRAY(
+    -- Every child leg Twilio bills: the ones that were answered (a canceled or unanswered leg costs nothing).
+    SELECT l.sid FROM call_legs l WHERE l.call_id = calls.id AND l.status = 'completed' ORDER BY l.sid
+) AS legs, ended_at, price_attempts
 """
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 import asyncpg
-from twilio.twiml.voice_response import Dial, VoiceResponse
+from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
 from commpro.settings import Config
 
@@ -62,30 +62,74 @@ def voicemail(config: Config, number: asyncpg.Record, call_id: object) -> VoiceR
 
 
 def forward(config: Config, number: asyncpg.Record, call_id: object, identity: str | None) -> VoiceResponse:
-    """Ring the user's app (`identity`) and/or phone; the Dial action decides about voicemail."""
+    """Ring the user's app (`identity`) and/or phone; the Dial action decides about voicemail.
+
+    The phone leg is screened (its `url` whispers and waits for a key) when the number says so:
+    a carrier voicemail answering it is not the user. answerOnBridge: the caller hears ringback,
+    not silence, until a leg is connected."""
     response = VoiceResponse()
     if number["greeting_text"]:
         _say(response, number["greeting_text"], number, config)
+    screened = bool(number["forward_to"] and number["screening"])
     dial = Dial(
         timeout=number["ring_timeout_s"],
-        action=webhook_url(config, "/webhook/voice/completed", callId=call_id),
+        action=webhook_url(config, "/webhook/voice/completed", callId=call_id, screened=1 if screened else None),
         method="POST",
+        answer_on_bridge=True,
     )
-    leg_status = webhook_url(config, "/webhook/voice/status", callId=call_id, leg="dial")
     if identity:
-        dial.client(identity, status_callback=leg_status, status_callback_event=ALL_EVENTS,
-                    status_callback_method="POST")
+        dial.client(identity, status_callback_event=ALL_EVENTS, status_callback_method="POST",
+                    status_callback=webhook_url(config, "/webhook/voice/status", callId=call_id, leg="dial",
+                                                device="app"))
     if number["forward_to"]:
-        dial.number(number["forward_to"], status_callback=leg_status, status_callback_event=ALL_EVENTS,
-                    status_callback_method="POST")
+        screen = {"url": webhook_url(config, "/webhook/voice/screen", callId=call_id), "method": "POST"} \
+            if screened else {}
+        dial.number(number["forward_to"], status_callback_event=ALL_EVENTS, status_callback_method="POST",
+                    status_callback=webhook_url(config, "/webhook/voice/status", callId=call_id, leg="dial",
+                                                device="phone", screened=1 if screened else None),
+                    **screen)
     response.append(dial)
     return response
 
 
-def bridge(config: Config, call_id: object, caller_id: str, to: str) -> VoiceResponse:
-    """The user answered: now dial the destination, showing the business number."""
+def _spoken(number: str) -> str:
+    """A phone number read out digit by digit, not as one large number."""
+    return " ".join(c for c in number if c.isdigit())
+
+
+def _screen(config: Config, prompt: str, action: str) -> VoiceResponse:
+    """Say `prompt` and wait for one key; nothing pressed (a voicemail, a machine) hangs up."""
     response = VoiceResponse()
-    dial = Dial(caller_id=caller_id)
+    gather = Gather(num_digits=1, timeout=config.voice.screening_timeout_s, action=action, method="POST",
+                    action_on_empty_result=False)
+    gather.say(prompt, voice=config.voice.greeting_voice, language=config.voice.greeting_language)
+    response.append(gather)
+    response.hangup()
+    return response
+
+
+def screen_leg(config: Config, call_id: object, caller: str) -> VoiceResponse:
+    """The whisper the user's phone hears on an inbound call before it is connected."""
+    return _screen(config, config.voice.screening_prompt.format(caller=_spoken(caller)),
+                   webhook_url(config, "/webhook/voice/screen/result", callId=call_id))
+
+
+def screen_first_leg(config: Config, call_id: object, callee: str) -> VoiceResponse:
+    """POST /api/calls/initiate: the user's phone must accept before the destination is dialled."""
+    return _screen(config, config.voice.outbound_screening_prompt.format(callee=_spoken(callee)),
+                   webhook_url(config, "/webhook/voice/outbound/accept", callId=call_id))
+
+
+def connect() -> VoiceResponse:
+    """The end of a whisper that accepted: an empty document, and Twilio bridges the leg."""
+    return VoiceResponse()
+
+
+def bridge(config: Config, call_id: object, caller_id: str, to: str, *, answer_on_bridge: bool = False) -> VoiceResponse:
+    """Dial the destination, showing the business number. answer_on_bridge for a call the app
+    placed: it hears the destination's ringback instead of a call that seems already answered."""
+    response = VoiceResponse()
+    dial = Dial(caller_id=caller_id, answer_on_bridge=answer_on_bridge or None)
     dial.number(to, status_callback=webhook_url(config, "/webhook/voice/status", callId=call_id, leg="dial"),
                 status_callback_event=ALL_EVENTS, status_callback_method="POST")
     response.append(dial)

@@ -23,6 +23,7 @@ FIELDS = {
     "routing": "routing", "ringTimeoutSec": "ring_timeout_s", "greetingText": "greeting_text",
     "greetingVoice": "greeting_voice", "greetingLanguage": "greeting_language",
     "blockedNumbers": "blocked_numbers", "forwardTo": "forward_to", "voicemailOnNoAnswer": "voicemail_on_no_answer",
+    "screening": "screening",
 }
 
 
@@ -35,6 +36,7 @@ def number_json(row: asyncpg.Record, voice: VoiceSettings) -> dict[str, Any]:
         "routing": row["routing"],
         "ringTimeoutSec": row["ring_timeout_s"],
         "voicemailOnNoAnswer": row["voicemail_on_no_answer"],
+        "screening": row["screening"],
         "greeting": {
             "text": row["greeting_text"],
             "voice": row["greeting_voice"] or voice.greeting_voice,
@@ -67,6 +69,7 @@ async def update_number(request: web.Request) -> web.Response:
         "blockedNumbers": fields.e164_list("blockedNumbers", required=False),
         "forwardTo": fields.e164("forwardTo", required=False, nullable=True),
         "voicemailOnNoAnswer": fields.boolean("voicemailOnNoAnswer", required=False),
+        "screening": fields.boolean("screening", required=False),
     }
     language = values["greetingLanguage"]
     if language is not None and not _LANGUAGE.match(language):

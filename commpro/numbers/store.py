@@ -11,7 +11,7 @@ from commpro.errors import Conflict
 
 NUMBER_COLUMNS = """
 id, user_id, e164, identity, forward_to, routing, ring_timeout_s, greeting_text, greeting_voice,
-greeting_language, blocked_numbers, voicemail_on_no_answer, created_at
+greeting_language, blocked_numbers, voicemail_on_no_answer, screening, created_at
 """
 
 INSERT_NUMBER = f"""
@@ -86,12 +86,13 @@ UPDATE phone_numbers SET
     blocked_numbers = CASE WHEN $13 THEN $14 ELSE blocked_numbers END,
     forward_to = CASE WHEN $15 THEN $16 ELSE forward_to END,
     voicemail_on_no_answer = CASE WHEN $17 THEN $18 ELSE voicemail_on_no_answer END,
+    screening = CASE WHEN $19 THEN $20 ELSE screening END,
     updated_at = now()
 WHERE user_id = $1 AND id = $2
 RETURNING {NUMBER_COLUMNS}
 """
 UPDATABLE = ("routing", "ring_timeout_s", "greeting_text", "greeting_voice", "greeting_language",
-             "blocked_numbers", "forward_to", "voicemail_on_no_answer")
+             "blocked_numbers", "forward_to", "voicemail_on_no_answer", "screening")
 
 
 async def update_number(conn: asyncpg.Connection, user_id: str, number_id: uuid.UUID,

@@ -111,6 +111,12 @@ async def set_call_status(state: SandboxState, call: SandboxCall, status: str, e
         await post_signed(state, call.status_callback, call_params(call, **extra))
 
 
+def callee_keys(number: str) -> str | None:
+    """What the party at `number` presses when a <Gather> asks: a person presses 1, a carrier
+    voicemail (magic.MACHINE) nothing, magic.DECLINES 9."""
+    return {magic.MACHINE: None, magic.DECLINES: "9"}.get(number, "1")
+
+
 def callee_answers(number: str) -> str:
     """How the party at `number` responds: 'answer', 'busy' or 'no-answer'."""
     if number == magic.BUSY:
@@ -175,27 +181,56 @@ async def finish_inbound_call(state: SandboxState, call: SandboxCall, answer: Po
     await set_call_status(state, call, status, "completed")
 
 
-async def play(state: SandboxState, call: SandboxCall, root: ET.Element, base_url: str, depth: int = 0) -> None:
-    """Act out the verbs that reach the service again, <Dial> and <Record>, and then the TwiML
-    their action answers with, as Twilio does (a few levels deep at most)."""
+async def play(state: SandboxState, call: SandboxCall, root: ET.Element, base_url: str, depth: int = 0) -> bool:
+    """Act out the verbs that reach the service again, <Dial>, <Record> and <Gather>, and then the
+    TwiML their action answers with, as Twilio does (a few levels deep at most). False when the
+    document hung up, True when it ran to its end (a whisper that ends so connects its leg)."""
     for verb in root:
         if verb.tag in ("Hangup", "Reject"):
-            return
-        if verb.tag in ("Record", "Dial"):
-            act = record if verb.tag == "Record" else dial
+            return False
+        if verb.tag in ("Record", "Dial", "Gather"):
+            act = {"Record": record, "Dial": dial, "Gather": gather}[verb.tag]
             action, answer = await act(state, call, verb, base_url)
+            if verb.tag == "Gather" and action is None:
+                continue  # nothing pressed: Twilio goes on with the next verb
             if action and answer.status == 200 and depth < 5:
                 try:
                     following = parse_twiml(answer.text)
                 except InvalidTwiML as exc:
                     log.info("sandbox_invalid_twiml", call_sid=call.sid, reason=str(exc))
                     call.error_code = 12100
-                    return
-                await play(state, call, following, action, depth + 1)
-            return
+                    return False
+                return await play(state, call, following, action, depth + 1)
+            return True
+    return True
 
 
 NO_ACTION = PostResult(0, "")
+
+
+async def gather(state: SandboxState, call: SandboxCall, verb: ET.Element,
+                 base_url: str) -> tuple[str | None, PostResult]:
+    """The called party presses a key (callee_keys), posted to the action with Digits; nothing
+    pressed: no request at all (actionOnEmptyResult is false by default)."""
+    digits = callee_keys(call.to)
+    if not digits:
+        return None, NO_ACTION
+    action = urljoin(base_url, verb.get("action") or base_url)
+    return action, await post_signed(state, action, call_params(call, Digits=digits))
+
+
+async def whisper(state: SandboxState, leg: SandboxCall, url: str) -> bool:
+    """<Number url>: the document played to the answered leg before it is connected; True when
+    it ran to its end (connect), False when it hung up (the leg drops)."""
+    result = await post_signed(state, url, call_params(leg))
+    if result.status != 200:
+        return False
+    try:
+        root = parse_twiml(result.text)
+    except InvalidTwiML as exc:
+        log.info("sandbox_invalid_twiml", call_sid=leg.sid, reason=str(exc))
+        return False
+    return await play(state, leg, root, url)
 
 
 async def record(state: SandboxState, call: SandboxCall, verb: ET.Element,
@@ -222,7 +257,7 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
     targets = [(n.tag, (n.text or "").strip(), n) for n in verb if n.tag in ("Number", "Client")]
     if not targets and (verb.text or "").strip():
         targets = [("Number", verb.text.strip(), verb)]
-    dial_status, answered = "no-answer", None
+    dial_status, answered, dropped = "no-answer", None, None
     for tag, target, noun in targets:
         to = target if tag == "Number" else f"client:{target}"
         leg = SandboxCall(new_sid("CA"), call.account_sid, verb.get("callerId") or call.from_, to,
@@ -240,6 +275,13 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
         await set_call_status(state, leg, "ringing", "ringing")
         if outcome == "answer" and answered is None:
             await set_call_status(state, leg, "in-progress", "answered")
+            screen = noun.get("url")
+            if screen and not await whisper(state, leg, urljoin(base_url, screen)):
+                # Answered, then hung up at the whisper: Twilio still reports the Dial completed.
+                leg.duration = 1
+                await set_call_status(state, leg, "completed", "completed")
+                dial_status, dropped = "completed", dropped or leg
+                continue
             leg.duration = state.config.sandbox.call_duration_s
             await set_call_status(state, leg, "completed", "completed")
             dial_status, answered = "completed", leg
@@ -253,7 +295,7 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
     return action, await post_signed(state, action, call_params(
         call,
         DialCallStatus=dial_status,
-        DialCallSid=answered.sid if answered else None,
+        DialCallSid=answered.sid if answered else (dropped.sid if dropped else None),
         DialCallDuration=answered.duration if answered else 0,
     ))
 
