@@ -121,6 +121,9 @@ class SandboxSettings:
     ring_after_s: float = 1.0
     answer_after_s: float = 2.0
     call_duration_s: int = 5
+    # Real seconds per second of a connected call (talk, recording): 1 plays calls at Twilio's
+    # pace, so each state can be watched; tests set 0.
+    pace: float = 1.0
     message_step_s: float = 0.5
     summary_partial_after_s: float = 10.0
     summary_complete_after_s: float = 60.0

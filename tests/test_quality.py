@@ -121,7 +121,11 @@ async def test_partial_then_complete(start_service):
     # Nothing due before complete_after_s.
     assert await poll_round(service.app, soon(minutes=10)) == 0
     await service.sandbox_control(summariesComplete=True)
-    assert await poll_round(service.app, soon(seconds=service.config.quality.complete_after_s + 60)) == 1
+    # The database is shared with the other tests: their due rows may fill a round, so poll until ours.
+    for _ in range(30):
+        await poll_round(service.app, soon(seconds=service.config.quality.complete_after_s + 60))
+        if (await quality(service, call))["state"] == "complete":
+            break
     assert (await quality(service, call))["state"] == "complete"
 
 

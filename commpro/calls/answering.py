@@ -32,6 +32,12 @@ async def _taken(conn: asyncpg.Connection, call: asyncpg.Record, device: str) ->
     await events.publish(conn, call["user_id"], "call.answered", {"callId": str(call["id"]), "answeredBy": device})
 
 
+async def call_connected(conn: asyncpg.Connection, user_id: str, call_id: uuid.UUID) -> None:
+    """An inbound call was connected (to the user, or to voicemail): it is in progress."""
+    if await leg_store.mark_in_progress(conn, call_id):
+        await events.publish(conn, user_id, "call.status", {"callId": str(call_id), "status": "in-progress"})
+
+
 async def leg_accepted(conn: asyncpg.Connection, call: asyncpg.Record, sid: str, device: str, target: str) -> bool:
     """A child leg of an inbound call was accepted; True when it took the call (then the call is
     answered and its owner told). False: another leg had taken it, or the caller had hung up."""
@@ -39,6 +45,7 @@ async def leg_accepted(conn: asyncpg.Connection, call: asyncpg.Record, sid: str,
         return False
     await store.set_answered(conn, call["id"])
     await _taken(conn, call, device)
+    await call_connected(conn, call["user_id"], call["id"])
     return True
 
 

@@ -71,6 +71,18 @@ async def accept_leg(conn: asyncpg.Connection, call_id: uuid.UUID, sid: str, dev
     return await take_call(conn, call_id, device, sid)
 
 
+# Twilio reports an inbound call's own leg only when it ends: CommPro knows when it connected it
+# (to a device that accepted, or to voicemail).
+CONNECT_CALL = """
+UPDATE calls SET status = 'in-progress', status_rank = 2, updated_at = now()
+WHERE id = $1 AND status_rank < 2
+"""
+
+
+async def mark_in_progress(conn: asyncpg.Connection, call_id: uuid.UUID) -> bool:
+    return await conn.execute(CONNECT_CALL, call_id) == "UPDATE 1"
+
+
 CALL_LEGS = """
 SELECT sid, device, status, answered_at, ended_at, duration_s, accepted_at IS NOT NULL AS accepted
 FROM call_legs WHERE call_id = $1 ORDER BY created_at, sid

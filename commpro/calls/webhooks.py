@@ -8,7 +8,7 @@ from aiohttp import web
 
 from commpro.appkeys import config_key, pool_key
 from commpro.calls import devices, leg_store, store, twiml
-from commpro.calls.answering import call_id_param, first_leg_taken, leg_accepted, leg_device
+from commpro.calls.answering import call_connected, call_id_param, first_leg_taken, leg_accepted, leg_device
 from commpro.errors import ValidationError
 from commpro.events import store as events
 from commpro.numbers import store as numbers
@@ -41,6 +41,8 @@ async def incoming_call(request: web.Request) -> web.Response:
     if number["routing"] == "reject" or form["From"] in number["blocked_numbers"]:
         return twiml_response(twiml.reject())
     if number["routing"] == "voicemail" or not (identity or number["forward_to"]):
+        async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+            await call_connected(conn, number["user_id"], call_id)
         return twiml_response(twiml.voicemail(config, number, call_id))
     return twiml_response(twiml.forward(config, number, call_id, identity))
 
@@ -102,6 +104,8 @@ async def dial_completed(request: web.Request) -> web.Response:
         return twiml_response(twiml.hangup())
     if number is None or call is None or not number["voicemail_on_no_answer"]:
         return twiml_response(twiml.hangup())
+    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+        await call_connected(conn, call["user_id"], call["id"])
     return twiml_response(twiml.voicemail(config, number, call["id"]))
 
 

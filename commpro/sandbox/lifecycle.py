@@ -236,6 +236,7 @@ async def whisper(state: SandboxState, leg: SandboxCall, url: str) -> bool:
 async def record(state: SandboxState, call: SandboxCall, verb: ET.Element,
                  base_url: str) -> tuple[str | None, PostResult]:
     duration = min(int(verb.get("maxLength", "3600")), state.config.sandbox.call_duration_s)
+    await talk(state, duration)
     rec = SandboxRecording(new_sid("RE"), call.sid, call.account_sid, duration)
     state.recordings[rec.sid] = rec
     api = state.config.twilio.api_base_url
@@ -251,13 +252,23 @@ async def record(state: SandboxState, call: SandboxCall, verb: ET.Element,
     ))
 
 
+async def talk(state: SandboxState, seconds: float) -> None:
+    """A connected call lasting `seconds` (talking, recording): sandbox.pace real seconds per
+    second, so that the answered and ended times agree with the duration Twilio reports."""
+    pause = seconds * state.config.sandbox.pace
+    if pause > 0:
+        await asyncio.sleep(pause)
+
+
 async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
                base_url: str) -> tuple[str | None, PostResult]:
-    """One child leg per <Number> or <Client>; the first to answer wins, as on Twilio."""
+    """One child leg per <Number> or <Client>, all ringing at once; the first to answer (and,
+    when screened, accept) is connected and the others are canceled, as on Twilio."""
+    s = state.config.sandbox
     targets = [(n.tag, (n.text or "").strip(), n) for n in verb if n.tag in ("Number", "Client")]
     if not targets and (verb.text or "").strip():
         targets = [("Number", verb.text.strip(), verb)]
-    dial_status, answered, dropped = "no-answer", None, None
+    dial_status, winner, dropped, ringing = "no-answer", None, None, []
     for tag, target, noun in targets:
         to = target if tag == "Number" else f"client:{target}"
         leg = SandboxCall(new_sid("CA"), call.account_sid, verb.get("callerId") or call.from_, to,
@@ -270,33 +281,48 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
         if outcome == "failed":
             leg.error_code = error
             await set_call_status(state, leg, "failed", "completed")
-            dial_status = dial_status if dial_status == "completed" else "failed"
+            dial_status = "failed"
             continue
         await set_call_status(state, leg, "ringing", "ringing")
-        if outcome == "answer" and answered is None:
-            await set_call_status(state, leg, "in-progress", "answered")
-            screen = noun.get("url")
-            if screen and not await whisper(state, leg, urljoin(base_url, screen)):
-                # Answered, then hung up at the whisper: Twilio still reports the Dial completed.
-                leg.duration = 1
-                await set_call_status(state, leg, "completed", "completed")
-                dial_status, dropped = "completed", dropped or leg
-                continue
-            leg.duration = state.config.sandbox.call_duration_s
+        ringing.append((leg, noun, outcome))
+    if ringing:
+        await asyncio.sleep(s.answer_after_s)  # the phones ring
+    for leg, noun, outcome in ringing:
+        if outcome != "answer":
+            continue
+        await set_call_status(state, leg, "in-progress", "answered")
+        screen = noun.get("url")
+        if screen and not await whisper(state, leg, urljoin(base_url, screen)):
+            # Answered, then hung up at the whisper: Twilio still reports the Dial completed.
+            leg.duration = 1
             await set_call_status(state, leg, "completed", "completed")
-            dial_status, answered = "completed", leg
-        else:
-            await set_call_status(state, leg, outcome if outcome != "answer" else "canceled", "completed")
-            if dial_status != "completed":
-                dial_status = outcome if outcome != "answer" else dial_status
+            dial_status, dropped = "completed", dropped or leg
+            continue
+        winner = leg
+        break
+    for leg, _noun, outcome in ringing:
+        if leg is winner or leg.status in TERMINAL:
+            continue
+        final = "canceled" if outcome == "answer" else outcome
+        await set_call_status(state, leg, final, "completed")
+        if dial_status not in ("completed", "failed") and final != "canceled":
+            dial_status = final
+    if winner is not None:
+        if verb.get("answerOnBridge") == "true":
+            call.start = now()  # the caller's leg is answered only now
+        await talk(state, s.call_duration_s)
+        winner.duration = s.call_duration_s
+        await set_call_status(state, winner, "completed", "completed")
+        dial_status = "completed"
     action = urljoin(base_url, verb.get("action")) if verb.get("action") else None
     if action is None:
         return None, NO_ACTION
+    answered = winner or dropped
     return action, await post_signed(state, action, call_params(
         call,
         DialCallStatus=dial_status,
-        DialCallSid=answered.sid if answered else (dropped.sid if dropped else None),
-        DialCallDuration=answered.duration if answered else 0,
+        DialCallSid=answered.sid if answered else None,
+        DialCallDuration=winner.duration if winner else 0,
     ))
 
 
