@@ -20,6 +20,7 @@ from commpro.appkeys import (
     tasks_key,
 )
 from commpro.auth import auth_middleware
+from commpro.calls import recordings as call_recordings
 from commpro.calls import routes as call_routes
 from commpro.calls import screening as call_screening
 from commpro.calls import webhooks as call_webhooks
@@ -78,6 +79,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.add_routes(call_routes.routes)
     app.add_routes(call_webhooks.routes)
     app.add_routes(call_screening.routes)
+    app.add_routes(call_recordings.routes)
     app.add_routes(message_routes.routes)
     app.add_routes(message_webhooks.routes)
     app.add_routes(message_media.routes)

@@ -100,6 +100,8 @@ class VoiceSettings:
     screening_prompt: str = "Appel CommPro de {caller}. Appuyez sur 1 pour accepter."
     outbound_screening_prompt: str = "Appel CommPro vers {callee}. Appuyez sur 1 pour appeler."
     screening_timeout_s: int = 6
+    # Twilio's transcription of voicemails (<Record transcribe>; English, billed per minute).
+    transcribe_voicemail: bool = True
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ class SandboxSettings:
     # Real seconds per second of a connected call (talk, recording): 1 plays calls at Twilio's
     # pace, so each state can be watched; tests set 0.
     pace: float = 1.0
+    # A voicemail's transcript arrives this long (times pace) after the recording.
+    transcription_after_s: float = 3.0
     message_step_s: float = 0.5
     summary_partial_after_s: float = 10.0
     summary_complete_after_s: float = 60.0

@@ -36,3 +36,11 @@ ALTER TABLE calls ADD COLUMN answered_leg_sid text;
 
 -- Call screening ("call whisper") on the legs to a phone: on unless the user turns it off.
 ALTER TABLE phone_numbers ADD COLUMN screening boolean NOT NULL DEFAULT true;
+
+-- Voicemail transcription (Twilio's <Record transcribe>): the text sealed with the user's data
+-- key like message bodies; its status pending, then completed or failed.
+ALTER TABLE calls ADD COLUMN transcript_status text CHECK (transcript_status IN ('pending', 'completed', 'failed'));
+ALTER TABLE calls ADD COLUMN transcript_ciphertext bytea;
+ALTER TABLE calls ADD COLUMN transcript_nonce bytea;
+ALTER TABLE calls ADD COLUMN transcript_at timestamptz;
+ALTER TABLE calls ADD COLUMN transcription_sid text;

@@ -9,7 +9,7 @@ from aiohttp import web
 from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import VoiceGrant
 
-from commpro.appkeys import config_key, pool_key, twilio_key
+from commpro.appkeys import config_key, keyring_key, pool_key, twilio_key
 from commpro.auth import user_id
 from commpro.calls import devices, store, twiml
 from commpro.errors import (
@@ -22,6 +22,8 @@ from commpro.errors import (
 )
 from commpro.events import store as events
 from commpro.guards import idempotent, rate_limit
+from commpro.keys import DataKey
+from commpro.messages.content import AVAILABLE, open_content, reading_key
 from commpro.numbers import store as numbers
 from commpro.validation import Fields, decode_cursor, iso, json_body, next_cursor, parse_uuid
 
@@ -30,7 +32,19 @@ DIRECTIONS = ("inbound", "outbound")
 TOKEN_TTL_S = 3600
 
 
-def call_json(row: asyncpg.Record) -> dict[str, Any]:
+def voicemail_json(row: asyncpg.Record, key: DataKey | None) -> dict[str, Any] | None:
+    """null for a call that left no voicemail; else its transcript, opened with the user's key."""
+    if not row["voicemail"]:
+        return None
+    text, state = open_content(key, "transcript", row["user_id"], row["id"], row["transcript_ciphertext"],
+                               row["transcript_nonce"], row["transcript_at"] or row["created_at"])
+    status = row["transcript_status"] or "none"
+    if state != AVAILABLE:
+        status = state  # erased with the user's key, or unreadable
+    return {"transcript": text.decode() if text is not None else None, "transcriptStatus": status}
+
+
+def call_json(row: asyncpg.Record, key: DataKey | None) -> dict[str, Any]:
     recording = None
     if row["recording_url"]:
         recording = {"url": f"/api/calls/{row['id']}/recording", "durationSec": row["recording_duration_s"]}
@@ -49,7 +63,7 @@ def call_json(row: asyncpg.Record) -> dict[str, Any]:
         "price": str(row["price"]) if row["price"] is not None else None,
         "priceUnit": row["price_unit"],
         "recording": recording,
-        "voicemail": row["voicemail"],
+        "voicemail": voicemail_json(row, key),
         "answeredBy": row["answered_by"],
         "errorCode": row["error_code"],
     }
@@ -121,7 +135,8 @@ async def list_calls(request: web.Request) -> web.Response:
     async with request.config_dict[pool_key].acquire() as conn:
         rows = await store.list_calls(conn, user_id(request), direction=direction, status=status, since=since,
                                       until=until, before=before, limit=limit, offset=offset)
-    return web.json_response({"calls": [call_json(r) for r in rows], "nextCursor": next_cursor(rows, limit)})
+        key = await reading_key(request.config_dict[keyring_key], conn, user_id(request))
+    return web.json_response({"calls": [call_json(r, key) for r in rows], "nextCursor": next_cursor(rows, limit)})
 
 
 @routes.get("/api/calls/token", name="call_token")
@@ -161,7 +176,10 @@ async def _own_call(request: web.Request) -> asyncpg.Record:
 
 @routes.get("/api/calls/{id}", name="get_call")
 async def get_call(request: web.Request) -> web.Response:
-    return web.json_response(call_json(await _own_call(request)))
+    row = await _own_call(request)
+    async with request.config_dict[pool_key].acquire() as conn:
+        key = await reading_key(request.config_dict[keyring_key], conn, row["user_id"])
+    return web.json_response(call_json(row, key))
 
 
 @routes.get("/api/calls/{id}/recording", name="call_recording")

@@ -22,7 +22,8 @@ TERMINAL_RANK = 3
 CALL_COLUMNS = """
 id, user_id, sid, dial_sid, direction, from_number, to_number, status, created_at, answered_at,
 ended_at, duration_s, price, price_unit, recording_sid, recording_url, recording_duration_s,
-voicemail, error_code, error_message, answered_by, phone_number_id
+voicemail, error_code, error_message, answered_by, phone_number_id, transcript_status,
+transcript_ciphertext, transcript_nonce, transcript_at
 """
 
 INSERT_OUTBOUND_CALL = f"""

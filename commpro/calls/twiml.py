@@ -51,11 +51,15 @@ def voicemail(config: Config, number: asyncpg.Record, call_id: object) -> VoiceR
     """The greeting, then a recording that lands on /webhook/voice/recording as a voicemail."""
     response = VoiceResponse()
     _say(response, number["greeting_text"] or config.voice.voicemail_greeting, number, config)
+    transcribe = config.voice.transcribe_voicemail
     response.record(
         max_length=config.voice.voicemail_max_length_s,
-        action=webhook_url(config, "/webhook/voice/recording", callId=call_id, voicemail=1),
+        action=webhook_url(config, "/webhook/voice/recording", callId=call_id, voicemail=1,
+                           transcribe=1 if transcribe else None),
         method="POST",
         play_beep=True,
+        transcribe=transcribe or None,
+        transcribe_callback=webhook_url(config, "/webhook/voice/transcription", callId=call_id) if transcribe else None,
     )
     response.hangup()
     return response

@@ -109,20 +109,6 @@ async def dial_completed(request: web.Request) -> web.Response:
     return twiml_response(twiml.voicemail(config, number, call["id"]))
 
 
-@routes.post("/webhook/voice/recording", name="webhook_voice_recording")
-async def recording(request: web.Request) -> web.Response:
-    form = webhook_form(request, "CallSid", "RecordingSid", "RecordingUrl")
-    duration = form_int(form, "RecordingDuration")
-    async with request.config_dict[pool_key].acquire() as conn:
-        call = await store.find_webhook_call(conn, call_id_param(request), form["CallSid"])
-        if call is None:
-            log.warning("recording_for_unknown_call", call_sid=form["CallSid"])
-        else:
-            await store.set_recording(conn, call["id"], form["RecordingSid"], form["RecordingUrl"], duration,
-                                      request.query.get("voicemail") == "1")
-    return twiml_response(twiml.hangup())
-
-
 @routes.post("/webhook/voice/status", name="webhook_voice_status")
 async def status_callback(request: web.Request) -> web.Response:
     """A leg's status. `leg=dial` is the leg to the destination (outbound: it is the call's

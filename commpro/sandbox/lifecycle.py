@@ -240,15 +240,37 @@ async def record(state: SandboxState, call: SandboxCall, verb: ET.Element,
     rec = SandboxRecording(new_sid("RE"), call.sid, call.account_sid, duration)
     state.recordings[rec.sid] = rec
     api = state.config.twilio.api_base_url
+    recording_url = f"{api}/{API_VERSION}/Accounts/{call.account_sid}/Recordings/{rec.sid}"
+    if verb.get("transcribe") == "true" and verb.get("transcribeCallback"):
+        state.spawn(transcribe(state, call, rec, recording_url, urljoin(base_url, verb.get("transcribeCallback"))))
     action = urljoin(base_url, verb.get("action", "")) if verb.get("action") else None
     if action is None:
         return None, NO_ACTION
     return action, await post_signed(state, action, call_params(
         call,
         RecordingSid=rec.sid,
-        RecordingUrl=f"{api}/{API_VERSION}/Accounts/{call.account_sid}/Recordings/{rec.sid}",
+        RecordingUrl=recording_url,
         RecordingDuration=duration,
         Digits="hangup",
+    ))
+
+
+async def transcribe(state: SandboxState, call: SandboxCall, rec: SandboxRecording, recording_url: str,
+                     callback: str) -> None:
+    """Twilio's transcription arrives a while after the recording: a fixed sentence naming the
+    caller, or a failure for magic.NO_TRANSCRIPT."""
+    await asyncio.sleep(state.config.sandbox.transcription_after_s * state.config.sandbox.pace)
+    failed = call.from_ == magic.NO_TRANSCRIPT
+    sid = new_sid("TR")
+    await post_signed(state, callback, call_params(
+        call,
+        TranscriptionSid=sid,
+        TranscriptionStatus="failed" if failed else "completed",
+        TranscriptionText=None if failed else f"Bonjour, ici le {call.from_}. Rappelez-moi s'il vous plaît.",
+        TranscriptionType="fast",
+        TranscriptionUrl=f"{state.config.twilio.api_base_url}/{API_VERSION}/Accounts/{call.account_sid}/Transcriptions/{sid}",
+        RecordingSid=rec.sid,
+        RecordingUrl=recording_url,
     ))
 
 

@@ -43,6 +43,8 @@ NO_ANSWER = "+15005550012"
 # presses no key when screened. DECLINES answers and presses 9. Anyone else presses 1.
 MACHINE = "+15005550013"
 DECLINES = "+15005550014"
+# A voicemail left from this number gets a failed transcription.
+NO_TRANSCRIPT = "+15005550022"
 # Calls to or from this number get a poor Voice Insights summary (high jitter and loss);
 # an app identity whose name starts with "poor" gets a low MOS.
 POOR_QUALITY = "+15005550020"
