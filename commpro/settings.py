@@ -102,6 +102,8 @@ class VoiceSettings:
     screening_timeout_s: int = 6
     # Twilio's transcription of voicemails (<Record transcribe>; English, billed per minute).
     transcribe_voicemail: bool = True
+    # Said to both parties before a recorded call (numbers with recordCalls), unless the number words its own.
+    recording_announcement: str = "Cet appel est enregistré."
 
 
 @dataclass(frozen=True)

@@ -44,3 +44,11 @@ ALTER TABLE calls ADD COLUMN transcript_ciphertext bytea;
 ALTER TABLE calls ADD COLUMN transcript_nonce bytea;
 ALTER TABLE calls ADD COLUMN transcript_at timestamptz;
 ALTER TABLE calls ADD COLUMN transcription_sid text;
+
+-- Call recording, opt-in per number: both legs, dual channel, after a consent announcement the
+-- user may word (NULL: the [voice] default). A recording's Twilio status, and when the user
+-- deleted it (here and at Twilio).
+ALTER TABLE phone_numbers ADD COLUMN record_calls boolean NOT NULL DEFAULT false;
+ALTER TABLE phone_numbers ADD COLUMN recording_announcement text;
+ALTER TABLE calls ADD COLUMN recording_status text;
+ALTER TABLE calls ADD COLUMN recording_deleted_at timestamptz;

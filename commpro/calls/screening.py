@@ -13,6 +13,7 @@ from aiohttp import web
 from commpro.appkeys import config_key, pool_key
 from commpro.calls import store, twiml
 from commpro.calls.answering import call_id_param, first_leg_taken, leg_accepted
+from commpro.numbers import store as numbers
 from commpro.webhooks import twiml as twiml_response
 from commpro.webhooks import webhook_form
 
@@ -64,6 +65,7 @@ async def outbound_accept(request: web.Request) -> web.Response:
         call = await store.find_webhook_call(conn, call_id_param(request), None)
         won = call is not None and call["direction"] == "outbound" and await first_leg_taken(
             conn, call, form["CallSid"], "phone")
+        number = await numbers.get_number_by_id(conn, call["phone_number_id"]) if won else None
     if not won:
         return twiml_response(twiml.hangup())
-    return twiml_response(twiml.bridge(config, call["id"], call["from_number"], call["to_number"]))
+    return twiml_response(twiml.bridge(config, call["id"], call["from_number"], call["to_number"], number=number))

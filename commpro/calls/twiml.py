@@ -65,6 +65,27 @@ def voicemail(config: Config, number: asyncpg.Record, call_id: object) -> VoiceR
     return response
 
 
+def _recording(config: Config, number: asyncpg.Record | None, call_id: object) -> dict[str, str]:
+    """<Dial> attributes that record both legs, each on its own channel, from the answer on; the
+    recording status callback reconciles it. Nothing for a number that does not record."""
+    if number is None or not number["record_calls"]:
+        return {}
+    return {"record": "record-from-answer-dual",
+            "recording_status_callback": webhook_url(config, "/webhook/voice/recording/status", callId=call_id),
+            "recording_status_callback_event": "completed absent", "recording_status_callback_method": "POST"}
+
+
+def announcement(config: Config, number: asyncpg.Record) -> str:
+    return number["recording_announcement"] or config.voice.recording_announcement
+
+
+def announce(config: Config, number: asyncpg.Record) -> VoiceResponse:
+    """Whispered to a recorded call's destination when it answers, before it is connected."""
+    response = VoiceResponse()
+    _say(response, announcement(config, number), number, config)
+    return response
+
+
 def forward(config: Config, number: asyncpg.Record, call_id: object, identity: str | None) -> VoiceResponse:
     """Ring the user's app (`identity`) and/or phone; the Dial action decides about voicemail.
 
@@ -74,12 +95,15 @@ def forward(config: Config, number: asyncpg.Record, call_id: object, identity: s
     response = VoiceResponse()
     if number["greeting_text"]:
         _say(response, number["greeting_text"], number, config)
+    if number["record_calls"]:  # the caller's consent: told before anything is recorded
+        _say(response, announcement(config, number), number, config)
     screened = bool(number["forward_to"] and number["screening"])
     dial = Dial(
         timeout=number["ring_timeout_s"],
         action=webhook_url(config, "/webhook/voice/completed", callId=call_id, screened=1 if screened else None),
         method="POST",
         answer_on_bridge=True,
+        **_recording(config, number, call_id),
     )
     if identity:
         dial.client(identity, status_callback_event=ALL_EVENTS, status_callback_method="POST",
@@ -129,13 +153,20 @@ def connect() -> VoiceResponse:
     return VoiceResponse()
 
 
-def bridge(config: Config, call_id: object, caller_id: str, to: str, *, answer_on_bridge: bool = False) -> VoiceResponse:
+def bridge(config: Config, call_id: object, caller_id: str, to: str, *, answer_on_bridge: bool = False,
+           number: asyncpg.Record | None = None) -> VoiceResponse:
     """Dial the destination, showing the business number. answer_on_bridge for a call the app
-    placed: it hears the destination's ringback instead of a call that seems already answered."""
+    placed: it hears the destination's ringback instead of a call that seems already answered.
+    A recorded number's call: the user hears the announcement first, the destination on answering."""
     response = VoiceResponse()
-    dial = Dial(caller_id=caller_id, answer_on_bridge=answer_on_bridge or None)
+    recording = _recording(config, number, call_id)
+    if recording:
+        _say(response, announcement(config, number), number, config)
+    dial = Dial(caller_id=caller_id, answer_on_bridge=answer_on_bridge or None, **recording)
+    whisper = {"url": webhook_url(config, "/webhook/voice/announce", callId=call_id), "method": "POST"} \
+        if recording else {}
     dial.number(to, status_callback=webhook_url(config, "/webhook/voice/status", callId=call_id, leg="dial"),
-                status_callback_event=ALL_EVENTS, status_callback_method="POST")
+                status_callback_event=ALL_EVENTS, status_callback_method="POST", **whisper)
     response.append(dial)
     return response
 

@@ -64,7 +64,8 @@ async def outbound_bridge(request: web.Request) -> web.Response:
             if request.query.get("screen") == "1":  # the user's phone: a person must press the key first
                 return twiml_response(twiml.screen_first_leg(config, call_id, call["to_number"]))
             await first_leg_taken(conn, call, form["CallSid"], leg_device(form.get("To", "")))
-            return twiml_response(twiml.bridge(config, call_id, call["from_number"], call["to_number"]))
+            number = await numbers.get_number_by_id(conn, call["phone_number_id"])
+            return twiml_response(twiml.bridge(config, call_id, call["from_number"], call["to_number"], number=number))
         return twiml_response(await _app_call(conn, config, form))
 
 
@@ -82,7 +83,7 @@ async def _app_call(conn, config, form) -> object:
         return twiml.refuse(config, "Vous ne pouvez pas appeler depuis ce numéro.")
     call_id = await store.insert_app_call(conn, chosen["user_id"], chosen["id"], form["CallSid"], chosen["e164"], to)
     await leg_store.take_call(conn, call_id, "app", form["CallSid"])  # the user is on the app placing it
-    return twiml.bridge(config, call_id, chosen["e164"], to, answer_on_bridge=True)
+    return twiml.bridge(config, call_id, chosen["e164"], to, answer_on_bridge=True, number=chosen)
 
 
 @routes.post("/webhook/voice/completed", name="webhook_voice_completed")

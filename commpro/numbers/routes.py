@@ -23,7 +23,7 @@ FIELDS = {
     "routing": "routing", "ringTimeoutSec": "ring_timeout_s", "greetingText": "greeting_text",
     "greetingVoice": "greeting_voice", "greetingLanguage": "greeting_language",
     "blockedNumbers": "blocked_numbers", "forwardTo": "forward_to", "voicemailOnNoAnswer": "voicemail_on_no_answer",
-    "screening": "screening",
+    "screening": "screening", "recordCalls": "record_calls", "recordingAnnouncement": "recording_announcement",
 }
 
 
@@ -37,6 +37,8 @@ def number_json(row: asyncpg.Record, voice: VoiceSettings) -> dict[str, Any]:
         "ringTimeoutSec": row["ring_timeout_s"],
         "voicemailOnNoAnswer": row["voicemail_on_no_answer"],
         "screening": row["screening"],
+        "recordCalls": row["record_calls"],
+        "recordingAnnouncement": row["recording_announcement"] or voice.recording_announcement,
         "greeting": {
             "text": row["greeting_text"],
             "voice": row["greeting_voice"] or voice.greeting_voice,
@@ -70,6 +72,8 @@ async def update_number(request: web.Request) -> web.Response:
         "forwardTo": fields.e164("forwardTo", required=False, nullable=True),
         "voicemailOnNoAnswer": fields.boolean("voicemailOnNoAnswer", required=False),
         "screening": fields.boolean("screening", required=False),
+        "recordCalls": fields.boolean("recordCalls", required=False),
+        "recordingAnnouncement": fields.string("recordingAnnouncement", required=False, max_len=500, nullable=True),
     }
     language = values["greetingLanguage"]
     if language is not None and not _LANGUAGE.match(language):

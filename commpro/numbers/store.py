@@ -11,7 +11,8 @@ from commpro.errors import Conflict
 
 NUMBER_COLUMNS = """
 id, user_id, e164, identity, forward_to, routing, ring_timeout_s, greeting_text, greeting_voice,
-greeting_language, blocked_numbers, voicemail_on_no_answer, screening, created_at
+greeting_language, blocked_numbers, voicemail_on_no_answer, screening, record_calls, recording_announcement,
+created_at
 """
 
 INSERT_NUMBER = f"""
@@ -57,6 +58,14 @@ async def list_numbers(conn: asyncpg.Connection, user_id: str | None = None) -> 
 OWNED_NUMBER = f"SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE user_id = $1 AND e164 = $2"
 
 
+NUMBER_BY_ID = f"SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE id = $1"
+
+
+async def get_number_by_id(conn: asyncpg.Connection, number_id) -> asyncpg.Record | None:
+    """The number a call belongs to (webhooks: the call's row names it)."""
+    return await conn.fetchrow(NUMBER_BY_ID, number_id)
+
+
 async def get_owned_number(conn: asyncpg.Connection, user_id: str, e164: str) -> asyncpg.Record | None:
     return await conn.fetchrow(OWNED_NUMBER, user_id, e164)
 
@@ -87,12 +96,15 @@ UPDATE phone_numbers SET
     forward_to = CASE WHEN $15 THEN $16 ELSE forward_to END,
     voicemail_on_no_answer = CASE WHEN $17 THEN $18 ELSE voicemail_on_no_answer END,
     screening = CASE WHEN $19 THEN $20 ELSE screening END,
+    record_calls = CASE WHEN $21 THEN $22 ELSE record_calls END,
+    recording_announcement = CASE WHEN $23 THEN $24 ELSE recording_announcement END,
     updated_at = now()
 WHERE user_id = $1 AND id = $2
 RETURNING {NUMBER_COLUMNS}
 """
 UPDATABLE = ("routing", "ring_timeout_s", "greeting_text", "greeting_voice", "greeting_language",
-             "blocked_numbers", "forward_to", "voicemail_on_no_answer", "screening")
+             "blocked_numbers", "forward_to", "voicemail_on_no_answer", "screening",
+             "record_calls", "recording_announcement")
 
 
 async def update_number(conn: asyncpg.Connection, user_id: str, number_id: uuid.UUID,

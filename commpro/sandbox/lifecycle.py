@@ -274,6 +274,26 @@ async def transcribe(state: SandboxState, call: SandboxCall, rec: SandboxRecordi
     ))
 
 
+async def dial_recording(state: SandboxState, call: SandboxCall, verb: ET.Element, base_url: str,
+                         duration: int) -> None:
+    """<Dial record>: the connected call's recording (two channels when "-dual"), then its
+    recordingStatusCallback once it is ready."""
+    dual = verb.get("record", "").endswith("-dual")
+    rec = SandboxRecording(new_sid("RE"), call.sid, call.account_sid, duration, channels=2 if dual else 1,
+                           source="DialVerb")
+    state.recordings[rec.sid] = rec
+    callback = verb.get("recordingStatusCallback")
+    events = (verb.get("recordingStatusCallbackEvent") or "completed").split()
+    if callback and "completed" in events:
+        await post_signed(state, urljoin(base_url, callback), {
+            "AccountSid": call.account_sid, "CallSid": call.sid, "RecordingSid": rec.sid,
+            "RecordingUrl": f"{state.config.twilio.api_base_url}/{API_VERSION}/Accounts/{call.account_sid}"
+                            f"/Recordings/{rec.sid}",
+            "RecordingStatus": "completed", "RecordingDuration": duration, "RecordingChannels": rec.channels,
+            "RecordingSource": "DialVerb", "RecordingStartTime": rec.json()["start_time"],
+        })
+
+
 async def talk(state: SandboxState, seconds: float) -> None:
     """A connected call lasting `seconds` (talking, recording): sandbox.pace real seconds per
     second, so that the answered and ended times agree with the duration Twilio reports."""
@@ -336,6 +356,8 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
         winner.duration = s.call_duration_s
         await set_call_status(state, winner, "completed", "completed")
         dial_status = "completed"
+        if verb.get("record", "do-not-record").startswith("record-from-"):
+            await dial_recording(state, call, verb, base_url, s.call_duration_s)
     action = urljoin(base_url, verb.get("action")) if verb.get("action") else None
     if action is None:
         return None, NO_ACTION

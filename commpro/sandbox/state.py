@@ -183,6 +183,8 @@ class SandboxRecording:
     account_sid: str
     duration: int
     created: datetime = field(default_factory=now)
+    channels: int = 1
+    source: str = "RecordVerb"
 
     def json(self) -> dict[str, Any]:
         return {
@@ -200,8 +202,8 @@ class SandboxRecording:
             "encryption_details": None,
             "price_unit": "USD",
             "status": "completed",
-            "channels": 1,
-            "source": "RecordVerb",
+            "channels": self.channels,
+            "source": self.source,
             "error_code": None,
             "track": "both",
         }
@@ -234,6 +236,8 @@ class SandboxState:
     messages: dict[str, SandboxMessage] = field(default_factory=dict)
     media: dict[str, SandboxMedia] = field(default_factory=dict)
     recordings: dict[str, SandboxRecording] = field(default_factory=dict)
+    # SIDs of the recordings deleted through the API, so tests can see Twilio's copy is gone.
+    deleted_recordings: set[str] = field(default_factory=set)
     # Lifecycle tasks in flight, cancelled and awaited on shutdown.
     tasks: set[asyncio.Task] = field(default_factory=set)
     # Set by the cleanup context: the client session that posts callbacks.
