@@ -104,6 +104,7 @@ class VoiceSettings:
     transcribe_voicemail: bool = True
     # Said to both parties before a recorded call (numbers with recordCalls), unless the number words its own.
     recording_announcement: str = "Cet appel est enregistré."
+    after_hours_greeting: str = "Bonjour, nous sommes fermés. Laissez un message après le bip."
 
 
 @dataclass(frozen=True)

@@ -52,3 +52,7 @@ ALTER TABLE phone_numbers ADD COLUMN record_calls boolean NOT NULL DEFAULT false
 ALTER TABLE phone_numbers ADD COLUMN recording_announcement text;
 ALTER TABLE calls ADD COLUMN recording_status text;
 ALTER TABLE calls ADD COLUMN recording_deleted_at timestamptz;
+
+-- Business hours (commpro/numbers/hours.py): the weekly schedule in the number's time zone, its
+-- exceptions, and the routing outside it. NULL: always open.
+ALTER TABLE phone_numbers ADD COLUMN business_hours jsonb;

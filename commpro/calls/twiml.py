@@ -47,10 +47,11 @@ def reject() -> VoiceResponse:
     return response
 
 
-def voicemail(config: Config, number: asyncpg.Record, call_id: object) -> VoiceResponse:
-    """The greeting, then a recording that lands on /webhook/voice/recording as a voicemail."""
+def voicemail(config: Config, number: asyncpg.Record, call_id: object, greeting: str | None = None) -> VoiceResponse:
+    """The greeting (`greeting`, else the number's, else the default), then a recording that
+    lands on /webhook/voice/recording as a voicemail."""
     response = VoiceResponse()
-    _say(response, number["greeting_text"] or config.voice.voicemail_greeting, number, config)
+    _say(response, greeting or number["greeting_text"] or config.voice.voicemail_greeting, number, config)
     transcribe = config.voice.transcribe_voicemail
     response.record(
         max_length=config.voice.voicemail_max_length_s,

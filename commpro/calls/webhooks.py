@@ -3,6 +3,8 @@ status callbacks. The guard has checked each signature before these run."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import structlog
 from aiohttp import web
 
@@ -11,6 +13,7 @@ from commpro.calls import devices, leg_store, store, twiml
 from commpro.calls.answering import call_connected, call_id_param, first_leg_taken, leg_accepted, leg_device
 from commpro.errors import ValidationError
 from commpro.events import store as events
+from commpro.numbers import hours
 from commpro.numbers import store as numbers
 from commpro.quality import store as quality
 from commpro.validation import is_e164
@@ -40,11 +43,30 @@ async def incoming_call(request: web.Request) -> web.Response:
         identity = devices.ring_identity(number, await devices.registered_identity(conn, number["user_id"]))
     if number["routing"] == "reject" or form["From"] in number["blocked_numbers"]:
         return twiml_response(twiml.reject())
+    schedule = number["business_hours"]
+    if not hours.status(schedule, datetime.now(UTC))[0]:
+        return await _after_hours(request, number, call_id, schedule)
     if number["routing"] == "voicemail" or not (identity or number["forward_to"]):
         async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
             await call_connected(conn, number["user_id"], call_id)
         return twiml_response(twiml.voicemail(config, number, call_id))
     return twiml_response(twiml.forward(config, number, call_id, identity))
+
+
+async def _after_hours(request: web.Request, number, call_id, schedule: dict) -> web.Response:
+    """Outside business hours: the routing the schedule names (voicemail by default, with its
+    after-hours greeting), instead of ringing the user."""
+    config = request.config_dict[config_key]
+    if schedule["afterHours"] == "reject":
+        return twiml_response(twiml.reject())
+    if schedule["afterHours"] == "forward":
+        # Another phone (an answering service): rung like the user's, the app is not.
+        elsewhere = {**dict(number), "forward_to": schedule["afterHoursForwardTo"]}
+        return twiml_response(twiml.forward(config, elsewhere, call_id, None))
+    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+        await call_connected(conn, number["user_id"], call_id)
+    greeting = schedule["afterHoursGreeting"] or config.voice.after_hours_greeting
+    return twiml_response(twiml.voicemail(config, number, call_id, greeting))
 
 
 @routes.post("/webhook/voice/outbound", name="webhook_voice_outbound")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -11,9 +12,9 @@ from aiohttp import web
 from commpro.appkeys import config_key, pool_key
 from commpro.auth import user_id
 from commpro.errors import NotFound, ValidationError
-from commpro.numbers import store
+from commpro.numbers import hours, store
 from commpro.settings import VoiceSettings
-from commpro.validation import Fields, json_body, parse_uuid
+from commpro.validation import Fields, iso, json_body, parse_uuid
 
 routes = web.RouteTableDef()
 ROUTING = ("forward", "voicemail", "reject")
@@ -24,10 +25,12 @@ FIELDS = {
     "greetingVoice": "greeting_voice", "greetingLanguage": "greeting_language",
     "blockedNumbers": "blocked_numbers", "forwardTo": "forward_to", "voicemailOnNoAnswer": "voicemail_on_no_answer",
     "screening": "screening", "recordCalls": "record_calls", "recordingAnnouncement": "recording_announcement",
+    "businessHours": "business_hours",
 }
 
 
-def number_json(row: asyncpg.Record, voice: VoiceSettings) -> dict[str, Any]:
+def number_json(row: asyncpg.Record, voice: VoiceSettings, now: datetime | None = None) -> dict[str, Any]:
+    is_open, changes_at = hours.status(row["business_hours"], now or datetime.now(UTC))
     return {
         "id": str(row["id"]),
         "number": row["e164"],
@@ -45,6 +48,9 @@ def number_json(row: asyncpg.Record, voice: VoiceSettings) -> dict[str, Any]:
             "language": row["greeting_language"] or voice.greeting_language,
         },
         "blockedNumbers": list(row["blocked_numbers"]),
+        "businessHours": row["business_hours"],
+        "open": is_open,
+        "openChangesAt": iso(changes_at),
         "createdAt": row["created_at"].isoformat(),
     }
 
@@ -75,6 +81,12 @@ async def update_number(request: web.Request) -> web.Response:
         "recordCalls": fields.boolean("recordCalls", required=False),
         "recordingAnnouncement": fields.string("recordingAnnouncement", required=False, max_len=500, nullable=True),
     }
+    values["businessHours"] = None  # null clears the schedule: always open
+    if body.get("businessHours") is not None:
+        try:
+            values["businessHours"] = hours.validate(body["businessHours"])
+        except ValueError as exc:
+            fields.errors["businessHours"] = str(exc)
     language = values["greetingLanguage"]
     if language is not None and not _LANGUAGE.match(language):
         fields.errors["greetingLanguage"] = "must be a language tag such as fr-FR"

@@ -12,7 +12,7 @@ from commpro.errors import Conflict
 NUMBER_COLUMNS = """
 id, user_id, e164, identity, forward_to, routing, ring_timeout_s, greeting_text, greeting_voice,
 greeting_language, blocked_numbers, voicemail_on_no_answer, screening, record_calls, recording_announcement,
-created_at
+business_hours, created_at
 """
 
 INSERT_NUMBER = f"""
@@ -98,13 +98,14 @@ UPDATE phone_numbers SET
     screening = CASE WHEN $19 THEN $20 ELSE screening END,
     record_calls = CASE WHEN $21 THEN $22 ELSE record_calls END,
     recording_announcement = CASE WHEN $23 THEN $24 ELSE recording_announcement END,
+    business_hours = CASE WHEN $25 THEN $26::jsonb ELSE business_hours END,
     updated_at = now()
 WHERE user_id = $1 AND id = $2
 RETURNING {NUMBER_COLUMNS}
 """
 UPDATABLE = ("routing", "ring_timeout_s", "greeting_text", "greeting_voice", "greeting_language",
              "blocked_numbers", "forward_to", "voicemail_on_no_answer", "screening",
-             "record_calls", "recording_announcement")
+             "record_calls", "recording_announcement", "business_hours")
 
 
 async def update_number(conn: asyncpg.Connection, user_id: str, number_id: uuid.UUID,
