@@ -36,6 +36,7 @@ from commpro.messages import routes as message_routes
 from commpro.messages import webhooks as message_webhooks
 from commpro.messages.prices import PRICES as MESSAGE_PRICES
 from commpro.metrics import Metrics
+from commpro.numbers import greetings as number_greetings
 from commpro.numbers import routes as number_routes
 from commpro.prices import price_job
 from commpro.quality import routes as quality_routes
@@ -74,6 +75,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.add_routes(ops.routes)
     app.add_routes(event_routes.routes)
     app.add_routes(number_routes.routes)
+    app.add_routes(number_greetings.routes)
     # Before the call routes: /api/calls/alerts is not a call id.
     app.add_routes(quality_routes.routes)
     app.add_routes(call_routes.routes)

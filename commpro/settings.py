@@ -105,6 +105,9 @@ class VoiceSettings:
     # Said to both parties before a recorded call (numbers with recordCalls), unless the number words its own.
     recording_announcement: str = "Cet appel est enregistré."
     after_hours_greeting: str = "Bonjour, nous sommes fermés. Laissez un message après le bip."
+    # Recorded greetings (PUT /api/numbers/{id}/greetings/{kind}): size limit, life of Twilio's link.
+    greeting_max_bytes: int = 2 * 1024 * 1024
+    greeting_url_ttl_s: int = 3600
 
 
 @dataclass(frozen=True)

@@ -56,3 +56,18 @@ ALTER TABLE calls ADD COLUMN recording_deleted_at timestamptz;
 -- Business hours (commpro/numbers/hours.py): the weekly schedule in the number's time zone, its
 -- exceptions, and the routing outside it. NULL: always open.
 ALTER TABLE phone_numbers ADD COLUMN business_hours jsonb;
+
+-- Recorded greetings (voicemail, after-hours), sealed with the owner's data key like MMS media.
+-- A new upload replaces the old one (and takes a new id, so old signed URLs stop working).
+CREATE TABLE number_greetings (
+    id uuid PRIMARY KEY,
+    number_id uuid NOT NULL REFERENCES phone_numbers (id) ON DELETE CASCADE,
+    user_id text NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('voicemail', 'after-hours')),
+    content_type text NOT NULL,
+    size_bytes integer NOT NULL,
+    ciphertext bytea NOT NULL,
+    nonce bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (number_id, kind)
+);

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import asyncpg
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
+from commpro.numbers.greetings import signed_greeting_url
 from commpro.settings import Config
 
 # Every event of a leg, so that its status is known as soon as Twilio knows it.
@@ -47,11 +48,17 @@ def reject() -> VoiceResponse:
     return response
 
 
-def voicemail(config: Config, number: asyncpg.Record, call_id: object, greeting: str | None = None) -> VoiceResponse:
-    """The greeting (`greeting`, else the number's, else the default), then a recording that
-    lands on /webhook/voice/recording as a voicemail."""
+def voicemail(config: Config, number: asyncpg.Record, call_id: object, greeting: str | None = None,
+              kind: str = "voicemail") -> VoiceResponse:
+    """The greeting, then a recording that lands on /webhook/voice/recording as a voicemail.
+    The greeting: the one the user recorded for `kind` (played from its signed URL), else the
+    text `greeting`, else the number's, else the default, said."""
     response = VoiceResponse()
-    _say(response, greeting or number["greeting_text"] or config.voice.voicemail_greeting, number, config)
+    recorded = (number["greetings"] or {}).get(kind)
+    if recorded:
+        response.play(signed_greeting_url(config, recorded))
+    else:
+        _say(response, greeting or number["greeting_text"] or config.voice.voicemail_greeting, number, config)
     transcribe = config.voice.transcribe_voicemail
     response.record(
         max_length=config.voice.voicemail_max_length_s,

@@ -66,7 +66,7 @@ async def _after_hours(request: web.Request, number, call_id, schedule: dict) ->
     async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
         await call_connected(conn, number["user_id"], call_id)
     greeting = schedule["afterHoursGreeting"] or config.voice.after_hours_greeting
-    return twiml_response(twiml.voicemail(config, number, call_id, greeting))
+    return twiml_response(twiml.voicemail(config, number, call_id, greeting, kind="after-hours"))
 
 
 @routes.post("/webhook/voice/outbound", name="webhook_voice_outbound")

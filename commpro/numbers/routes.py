@@ -49,6 +49,8 @@ def number_json(row: asyncpg.Record, voice: VoiceSettings, now: datetime | None 
         },
         "blockedNumbers": list(row["blocked_numbers"]),
         "businessHours": row["business_hours"],
+        # Recorded greetings (played instead of the text): which kinds exist.
+        "recordedGreetings": sorted(row["greetings"] or {}),
         "open": is_open,
         "openChangesAt": iso(changes_at),
         "createdAt": row["created_at"].isoformat(),

@@ -12,7 +12,8 @@ from commpro.errors import Conflict
 NUMBER_COLUMNS = """
 id, user_id, e164, identity, forward_to, routing, ring_timeout_s, greeting_text, greeting_voice,
 greeting_language, blocked_numbers, voicemail_on_no_answer, screening, record_calls, recording_announcement,
-business_hours, created_at
+business_hours, created_at,
+(SELECT jsonb_object_agg(g.kind, g.id) FROM number_greetings g WHERE g.number_id = phone_numbers.id) AS greetings
 """
 
 INSERT_NUMBER = f"""

@@ -188,6 +188,8 @@ async def play(state: SandboxState, call: SandboxCall, root: ET.Element, base_ur
     for verb in root:
         if verb.tag in ("Hangup", "Reject"):
             return False
+        if verb.tag == "Play":
+            await fetch_play(state, urljoin(base_url, (verb.text or "").strip()))
         if verb.tag in ("Record", "Dial", "Gather"):
             act = {"Record": record, "Dial": dial, "Gather": gather}[verb.tag]
             action, answer = await act(state, call, verb, base_url)
@@ -206,6 +208,17 @@ async def play(state: SandboxState, call: SandboxCall, root: ET.Element, base_ur
 
 
 NO_ACTION = PostResult(0, "")
+
+
+async def fetch_play(state: SandboxState, url: str) -> None:
+    """<Play>: Twilio GETs the audio (no credentials, no signature of its own); the sandbox notes
+    what it got in state.played, (url, HTTP status, Content-Type), so tests can check it."""
+    try:
+        async with state.session.get(url, timeout=HTTP_TIMEOUT) as resp:
+            await resp.read()
+            state.played.append((url, resp.status, resp.content_type))
+    except (aiohttp.ClientError, TimeoutError):
+        state.played.append((url, 0, ""))
 
 
 async def gather(state: SandboxState, call: SandboxCall, verb: ET.Element,

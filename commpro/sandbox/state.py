@@ -238,6 +238,8 @@ class SandboxState:
     recordings: dict[str, SandboxRecording] = field(default_factory=dict)
     # SIDs of the recordings deleted through the API, so tests can see Twilio's copy is gone.
     deleted_recordings: set[str] = field(default_factory=set)
+    # What <Play> fetched: (url, HTTP status, Content-Type).
+    played: list[tuple[str, int, str]] = field(default_factory=list)
     # Lifecycle tasks in flight, cancelled and awaited on shutdown.
     tasks: set[asyncio.Task] = field(default_factory=set)
     # Set by the cleanup context: the client session that posts callbacks.
