@@ -9,10 +9,6 @@ greeting). Tampered or expired: 403.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import time
 import uuid
 
 from aiohttp import web
@@ -20,10 +16,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from commpro.appkeys import config_key, keyring_key, pool_key
 from commpro.auth import user_id
-from commpro.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationError
+from commpro.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationError
 from commpro.messages.content import AVAILABLE, open_content, reading_key, seal
 from commpro.numbers import greeting_store
 from commpro.settings import Config
+from commpro.signing import checked_id, signed_url
 from commpro.validation import iso, parse_uuid
 
 routes = web.RouteTableDef()
@@ -39,16 +36,11 @@ def sniff_audio(data: bytes) -> str | None:
     return None
 
 
-def _signature(config: Config, greeting_id: str, expires: int) -> str:
-    key = hmac.new(base64.b64decode(config.crypto.master_key), b"commpro:greeting-url", hashlib.sha256).digest()
-    mac = hmac.new(key, f"{greeting_id}:{expires}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+GREETING_URL = b"commpro:greeting-url"
 
 
 def signed_greeting_url(config: Config, greeting_id: object, now: float | None = None) -> str:
-    expires = int((now or time.time()) + config.voice.greeting_url_ttl_s)
-    sig = _signature(config, str(greeting_id), expires)
-    return f"{config.server.public_base_url}/greetings/{greeting_id}?exp={expires}&sig={sig}"
+    return signed_url(config, "/greetings", GREETING_URL, greeting_id, config.voice.greeting_url_ttl_s, now)
 
 
 def _kind(request: web.Request) -> str:
@@ -111,16 +103,7 @@ async def delete_greeting(request: web.Request) -> web.Response:
 @routes.get("/greetings/{id}", name="signed_greeting")
 async def signed_greeting(request: web.Request) -> web.Response:
     """What Twilio's <Play> fetches: public, but only through a valid signed URL."""
-    config = request.config_dict[config_key]
-    greeting_id, expires, sig = request.match_info["id"], request.query.get("exp", ""), request.query.get("sig", "")
-    if not expires.isdigit() or not hmac.compare_digest(sig, _signature(config, greeting_id, int(expires))):
-        raise Forbidden("Invalid greeting signature")
-    if int(expires) < time.time():
-        raise Forbidden("This greeting link has expired")
-    try:
-        row_id = uuid.UUID(greeting_id)
-    except ValueError:
-        raise NotFound() from None
+    row_id = checked_id(request, request.config_dict[config_key], GREETING_URL, "greeting")
     async with request.config_dict[pool_key].acquire() as conn:
         row = await greeting_store.get_greeting(conn, row_id)
         key = await reading_key(request.config_dict[keyring_key], conn, row["user_id"]) if row else None
