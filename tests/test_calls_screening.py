@@ -54,6 +54,7 @@ async def test_phone_leg_is_screened_and_the_key_connects_it(service):
     gather = root.find("Gather")
     assert gather.get("numDigits") == "1" and "4 4 7 9 1 1 1 2 3 4 5 6" in gather.find("Say").text
     assert urlsplit(gather.get("action")).path == "/webhook/voice/screen/result"
+    await service.sandbox_idle()
 
 
 async def test_a_person_pressing_1_takes_the_call_on_the_phone(service):
@@ -293,3 +294,22 @@ async def test_screening_is_a_number_setting(service):
     resp = await service.client.patch(f"/api/numbers/{entry['id']}", json={"screening": "yes"},
                                       headers=service.auth(user))
     assert resp.status == 400 and "screening" in (await resp.json())["error"]["details"]
+
+
+async def test_a_webhook_naming_only_a_later_legs_sid_finds_its_call(service):
+    user = new_user()
+    number = await service.add_number(user, identity=user, forward_to=fresh_number(), screening=False)
+    sid = "CA" + uuid.uuid4().hex
+    resp = await service.webhook("/webhook/voice", {"CallSid": sid, "From": CALLER, "To": number})
+    dial = ET.fromstring(await resp.text()).find("Dial")
+    first, second = "CA" + uuid.uuid4().hex, "CA" + uuid.uuid4().hex
+    for noun, leg_sid in ((dial.find("Client"), first), (dial.find("Number"), second)):
+        url = urlsplit(noun.get("statusCallback"))
+        await service.webhook(f"{url.path}?{url.query}", {"CallSid": leg_sid, "CallStatus": "ringing",
+                                                          "SequenceNumber": "1"})
+    # A voicemail recording reported for the second leg, with no callId: still this call's.
+    resp = await service.webhook("/webhook/voice/recording", {"CallSid": second, "RecordingSid": "RE" + "7" * 32,
+                                                              "RecordingUrl": "https://api.twilio.com/r",
+                                                              "RecordingDuration": "3"})
+    assert resp.status == 200
+    assert (await only_call(service, user))["recording"]["durationSec"] == 3

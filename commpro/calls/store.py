@@ -133,7 +133,11 @@ async def set_answered(conn: asyncpg.Connection, call_id: uuid.UUID) -> None:
 
 
 WEBHOOK_CALL = f"SELECT {CALL_COLUMNS}, status_rank FROM calls WHERE id = $1"
-WEBHOOK_CALL_BY_SID = f"SELECT {CALL_COLUMNS}, status_rank FROM calls WHERE sid = $1 OR dial_sid = $1"
+# Any leg's SID finds its call: the call's own, or any child leg kept in call_legs.
+WEBHOOK_CALL_BY_SID = f"""
+SELECT {CALL_COLUMNS}, status_rank FROM calls
+WHERE sid = $1 OR dial_sid = $1 OR id = (SELECT call_id FROM call_legs WHERE sid = $1)
+"""
 
 
 async def find_webhook_call(conn: asyncpg.Connection, call_id: uuid.UUID | None,
