@@ -86,3 +86,19 @@ async def test_identity_of_another_user_is_refused(start_service):
                            user, fresh_number(), "shared-" + user)
     resp = await service.client.get("/api/calls/token", headers=service.auth(user))
     assert resp.status == 409
+
+
+async def test_signing_the_app_out_stops_ringing_it(start_service):
+    service = await start_service(**APP_ENV)
+    user = new_user()
+    number = await service.add_number(user, forward_to=fresh_number())
+    identity = (await token_of(service, user))["identity"]
+    root = ET.fromstring((await service.simulate_call(CALLER, number))["webhook"]["response"])
+    assert ("Client", identity) in [(n.tag, n.text) for n in root.find("Dial")]
+    url = service.app.router["unregister_app"].url_for()
+    for _ in range(2):
+        assert (await service.client.delete(url, headers=service.auth(user))).status == 204
+    root = ET.fromstring((await service.simulate_call(CALLER, number))["webhook"]["response"])
+    assert [n.tag for n in root.find("Dial")] == ["Number"]
+    assert (await service.client.delete(url)).status == 401
+    await service.sandbox_idle()

@@ -41,6 +41,14 @@ async def register_app(conn: asyncpg.Connection, user_id: str, identity: str) ->
         raise Conflict(f"identity {identity!r} belongs to another user") from None
 
 
+UNREGISTER_APP = "DELETE FROM app_registrations WHERE user_id = $1"
+
+
+async def unregister_app(conn: asyncpg.Connection, user_id: str) -> None:
+    """The user signed out of the app: inbound calls stop ringing its identity."""
+    await conn.execute(UNREGISTER_APP, user_id)
+
+
 REGISTERED_IDENTITY = "SELECT identity FROM app_registrations WHERE user_id = $1"
 
 

@@ -165,6 +165,15 @@ async def call_token(request: web.Request) -> web.Response:
     return web.json_response({"token": token.to_jwt(), "identity": identity, "ttlSec": TOKEN_TTL_S})
 
 
+@routes.delete("/api/calls/token", name="unregister_app")
+async def unregister_app(request: web.Request) -> web.Response:
+    """Sign the app out: inbound calls ring it no more (an operator's --identity still rings).
+    Idempotent: 204 whether or not it was registered."""
+    async with request.config_dict[pool_key].acquire() as conn:
+        await devices.unregister_app(conn, user_id(request))
+    return web.Response(status=204)
+
+
 async def _own_call(request: web.Request) -> asyncpg.Record:
     call_id = parse_uuid(request.match_info["id"])
     async with request.config_dict[pool_key].acquire() as conn:
