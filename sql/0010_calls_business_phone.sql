@@ -1,4 +1,5 @@
--- Calls as a business phone needs them: app registrations, every leg of a call, screening.
+-- Calls as a business phone needs them: app registrations, every leg of a call, screening,
+-- transcripts, call recording, business hours, recorded greetings.
 
 -- A user "has registered the app" once GET /api/calls/token gave them a token: from then on
 -- inbound calls ring that identity. The identity is the one the token carried (a number's
