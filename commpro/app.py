@@ -16,7 +16,9 @@ from commpro.appkeys import (
     tasks_key,
 )
 from commpro.auth import auth_middleware
+from commpro.calls import recordings as call_recordings
 from commpro.calls import routes as call_routes
+from commpro.calls import screening as call_screening
 from commpro.calls import webhooks as call_webhooks
 from commpro.calls.prices import call_prices
 from commpro.console import routes as console_routes
@@ -37,6 +39,7 @@ from commpro.messages import webhooks as message_webhooks
 from commpro.messages.erasure import twilio_erasure
 from commpro.messages.prices import message_prices
 from commpro.metrics import Metrics
+from commpro.numbers import greetings as number_greetings
 from commpro.numbers import routes as number_routes
 from commpro.quality import routes as quality_routes
 from commpro.quality.delivery import alert_webhook
@@ -89,10 +92,13 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     openapi.add_rendered_view(app)
     app.add_routes(event_routes.routes)
     app.add_routes(number_routes.routes)
+    app.add_routes(number_greetings.routes)
     # Before the call routes: /api/calls/alerts is not a call id.
     app.add_routes(quality_routes.routes)
     app.add_routes(call_routes.routes)
     app.add_routes(call_webhooks.routes)
+    app.add_routes(call_screening.routes)
+    app.add_routes(call_recordings.routes)
     app.add_routes(message_routes.routes)
     app.add_routes(message_webhooks.routes)
     app.add_routes(message_media.routes)

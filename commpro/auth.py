@@ -37,6 +37,8 @@ PUBLIC_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^/webhook(/[a-z]+)+$"), "twilio-signature"),
     # Outbound MMS media for Twilio to fetch: its own HMAC signature in the query.
     (re.compile(r"^/media/[0-9a-f-]{36}$"), "signed-url"),
+    # Recorded greetings for Twilio's <Play>: signed the same way.
+    (re.compile(r"^/greetings/[0-9a-f-]{36}$"), "signed-url"),
     # Its own optional token (metrics.token), checked by the handler.
     (re.compile(r"^/metrics$"), "metrics-token"),
 )

@@ -105,6 +105,18 @@ MESSAGE_STATUS = ["unconfirmed", "queued", "sending", "sent", "delivered", "unde
                   "received", "read", "accepted", "scheduled", "canceled", "partially_delivered"]
 CONTENT_STATE = {"type": "string", "enum": ["available", "erased", "unreadable"]}
 
+# A number's weekly schedule in its own time zone (commpro/numbers/hours.py checks it in full).
+BUSINESS_HOURS = {
+    "type": "object",
+    "description": "{timeZone (IANA), weekly: {mon: [[\"09:00\", \"18:00\"]], ...}, exceptions: [{date, hours}], "
+                   "afterHours: voicemail | reject | forward, afterHoursGreeting, afterHoursForwardTo}",
+    "properties": {"timeZone": STR, "weekly": {"type": "object"}, "exceptions": {"type": "array"},
+                   "afterHours": {"type": "string", "enum": ["voicemail", "reject", "forward"]},
+                   "afterHoursGreeting": null(STR), "afterHoursForwardTo": null(STR)},
+}
+GREETING_KIND = {"name": "kind", "in": "path", "required": True,
+                 "schema": {"type": "string", "enum": ["voicemail", "after-hours"]}}
+
 SCHEMAS: dict[str, Schema] = {
     "Error": answer({"error": answer({
         "code": STR, "message": STR,
@@ -114,7 +126,10 @@ SCHEMAS: dict[str, Schema] = {
         "id": UUID, "sid": null(STR), "direction": {"type": "string", "enum": ["inbound", "outbound"]},
         "from": STR, "to": STR, "status": STR, "createdAt": TIME, "answeredAt": null(TIME),
         "endedAt": null(TIME), "durationSec": null(INT), "price": null(STR), "priceUnit": null(STR),
-        "recording": null(answer({"url": STR, "durationSec": null(INT)})), "voicemail": BOOL,
+        "recording": null(answer({"url": STR, "durationSec": null(INT)})),
+        "voicemail": null(answer({"transcript": null(STR), "transcriptStatus": {
+            "type": "string", "enum": ["none", "pending", "completed", "failed", "erased", "unreadable"]}})),
+        "answeredBy": null({"type": "string", "enum": ["app", "phone"]}),
         "errorCode": null(INT),
     }),
     "Alert": answer({"id": UUID, "callId": UUID, "kind": STR, "source": {"type": "string",
@@ -134,8 +149,12 @@ SCHEMAS: dict[str, Schema] = {
     "Number": answer({
         "id": UUID, "number": STR, "identity": null(STR), "forwardTo": null(STR),
         "routing": {"type": "string", "enum": ["forward", "voicemail", "reject"]}, "ringTimeoutSec": INT,
-        "voicemailOnNoAnswer": BOOL, "greeting": answer({"text": null(STR), "voice": STR, "language": STR}),
-        "blockedNumbers": {"type": "array", "items": STR}, "createdAt": TIME,
+        "voicemailOnNoAnswer": BOOL, "screening": BOOL, "recordCalls": BOOL, "recordingAnnouncement": STR,
+        "greeting": answer({"text": null(STR), "voice": STR, "language": STR}),
+        "blockedNumbers": {"type": "array", "items": STR},
+        "businessHours": null(BUSINESS_HOURS),
+        "recordedGreetings": {"type": "array", "items": {"type": "string", "enum": ["voicemail", "after-hours"]}},
+        "open": BOOL, "openChangesAt": null(TIME), "createdAt": TIME,
     }),
     # 201 once Twilio took it; 202 `unconfirmed` (no sid) when Twilio's answer never came. A
     # replayed Idempotency-Key answers the message as it stands.
@@ -225,7 +244,27 @@ PATHS: dict[str, dict[str, Schema]] = {
             "blockedNumbers": {"type": "array", "items": E164, "maxItems": 500},
             "forwardTo": null(E164),
             "voicemailOnNoAnswer": BOOL,
+            "screening": BOOL,
+            "recordCalls": BOOL,
+            "recordingAnnouncement": null({"type": "string", "maxLength": 500}),
+            "businessHours": null(BUSINESS_HOURS),
         }), "minProperties": 1}))},
+    "/api/numbers/{id}/greetings/{kind}": {
+        "put": op("Upload a recorded greeting (multipart, a part named file: WAV or MP3)", "Numbers",
+                  {**ok(answer({"kind": STR, "contentType": STR, "sizeBytes": INT, "updatedAt": TIME})),
+                   **errors(400, 404, 413, 415)},
+                  parameters=[path("id"), GREETING_KIND],
+                  body={"required": True, "content": {"multipart/form-data": {"schema": closed(
+                      {"file": {"type": "string", "format": "binary"}}, ("file",))}}}),
+        "delete": op("Remove a recorded greeting (text-to-speech again)", "Numbers",
+                     {"204": {"description": "Removed"}, **errors(404)}, parameters=[path("id"), GREETING_KIND]),
+    },
+    "/greetings/{id}": {"get": op(
+        "A recorded greeting for Twilio to play", "Numbers",
+        {"200": {"description": "Audio", "content": {"audio/*": {"schema": {"type": "string", "format": "binary"}}}},
+         **errors(403, 404, 503)},
+        parameters=[path("id"), query("exp", {"type": "string", "pattern": "^[0-9]{1,12}$"}, required=True)],
+        security="mediaSignature")},
     "/api/calls": {"get": op(
         "Call history, newest first", "Calls", {**ok(answer({"calls": {"type": "array", "items": ref("Call")},
                                                              **PAGE})), **errors(400)},
@@ -240,9 +279,11 @@ PATHS: dict[str, dict[str, Schema]] = {
               "202"),
          **SEND_ERRORS},
         parameters=[IDEMPOTENCY_KEY], body=json_body(closed({"from": E164, "to": E164}, ("from", "to"))))},
-    "/api/calls/token": {"get": op(
-        "A Twilio Access Token for the mobile apps", "Calls",
-        {**ok(answer({"token": STR, "identity": STR, "ttlSec": INT})), **errors(409)})},
+    "/api/calls/token": {
+        "get": op("A Twilio Access Token for the apps (registers the app for inbound calls)", "Calls",
+                  {**ok(answer({"token": STR, "identity": STR, "ttlSec": INT})), **errors(409)}),
+        "delete": op("Sign the app out: inbound calls ring it no more", "Calls", {"204": {"description": "Done"}}),
+    },
     "/api/calls/alerts": {"get": op(
         "Quality alerts, newest first", "Quality",
         {**ok(answer({"alerts": {"type": "array", "items": ref("Alert")}, **PAGE})), **errors(400)},
@@ -258,7 +299,9 @@ PATHS: dict[str, dict[str, Schema]] = {
             "tags": {"type": "array", "items": STR}, "fetchedAt": null(TIME),
             "alerts": {"type": "array", "items": ref("Alert")}})), **errors(404)},
         parameters=[path("id")])},
-    "/api/calls/{id}/recording": {"get": op(
+    "/api/calls/{id}/recording": {"delete": op(
+        "Delete a call's recording, here and at Twilio", "Calls",
+        {"204": {"description": "Deleted"}, **errors(404, 502, 504)}, parameters=[path("id")]), "get": op(
         "A call's recording, streamed from Twilio", "Calls",
         {"200": {"description": "Audio", "content": {"audio/*": {"schema": {"type": "string", "format": "binary"}}}},
          **errors(400, 404, 502, 504)},
@@ -358,6 +401,25 @@ PATHS: dict[str, dict[str, Schema]] = {
         "A recording (voicemail) is ready", {"CallSid": S, "RecordingSid": S, "RecordingUrl": S,
                                              "RecordingDuration": S},
         ("CallSid", "RecordingSid", "RecordingUrl"), "twiml", [CALL_ID_QUERY, query("voicemail", STR)])},
+    "/webhook/voice/screen": {"post": twilio_webhook(
+        "A screened phone leg answered: the whisper", {"CallSid": S, "To": S}, ("CallSid",), "twiml",
+        [CALL_ID_QUERY])},
+    "/webhook/voice/screen/result": {"post": twilio_webhook(
+        "The key a screened leg pressed", {"CallSid": S, "Digits": S}, ("CallSid",), "twiml", [CALL_ID_QUERY])},
+    "/webhook/voice/outbound/accept": {"post": twilio_webhook(
+        "The key the user's phone pressed before the destination is dialled", {"CallSid": S, "Digits": S},
+        ("CallSid",), "twiml", [CALL_ID_QUERY])},
+    "/webhook/voice/announce": {"post": twilio_webhook(
+        "The recording announcement, played to the answered destination", {"CallSid": S}, ("CallSid",), "twiml",
+        [CALL_ID_QUERY])},
+    "/webhook/voice/transcription": {"post": twilio_webhook(
+        "A voicemail's transcription", {"CallSid": S, "RecordingSid": S, "TranscriptionStatus": S,
+                                        "TranscriptionText": S},
+        ("RecordingSid", "TranscriptionStatus"), "empty", [CALL_ID_QUERY])},
+    "/webhook/voice/recording/status": {"post": twilio_webhook(
+        "A call recording's status", {"CallSid": S, "RecordingSid": S, "RecordingUrl": S, "RecordingStatus": S,
+                                      "RecordingDuration": S},
+        ("RecordingSid", "RecordingStatus"), "empty", [CALL_ID_QUERY])},
     "/webhook/voice/status": {"post": twilio_webhook(
         "A call's status callback", {"CallSid": S, "CallStatus": S, "SequenceNumber": S, "CallDuration": S,
                                      "ErrorCode": S},

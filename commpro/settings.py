@@ -122,6 +122,18 @@ class VoiceSettings:
     unknown_number_message: str = "Ce numéro n'est pas attribué. Au revoir."
     ring_timeout_s: int = 20
     voicemail_max_length_s: int = 60
+    # Call screening on the legs to a phone: {caller} / {callee} are read out digit by digit.
+    screening_prompt: str = "Appel CommPro de {caller}. Appuyez sur 1 pour accepter."
+    outbound_screening_prompt: str = "Appel CommPro vers {callee}. Appuyez sur 1 pour appeler."
+    screening_timeout_s: int = 6
+    # Twilio's transcription of voicemails (<Record transcribe>; English, billed per minute).
+    transcribe_voicemail: bool = True
+    # Said to both parties before a recorded call (numbers with recordCalls), unless the number words its own.
+    recording_announcement: str = "Cet appel est enregistré."
+    after_hours_greeting: str = "Bonjour, nous sommes fermés. Laissez un message après le bip."
+    # Recorded greetings (PUT /api/numbers/{id}/greetings/{kind}): size limit, life of Twilio's link.
+    greeting_max_bytes: int = 2 * 1024 * 1024
+    greeting_url_ttl_s: int = 3600
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,11 @@ class SandboxSettings:
     ring_after_s: float = 1.0
     answer_after_s: float = 2.0
     call_duration_s: int = 5
+    # Real seconds per second of a connected call (talk, recording): 1 plays calls at Twilio's
+    # pace, so each state can be watched; tests set 0.
+    pace: float = 1.0
+    # A voicemail's transcript arrives this long (times pace) after the recording.
+    transcription_after_s: float = 3.0
     message_step_s: float = 0.5
     summary_partial_after_s: float = 10.0
     summary_complete_after_s: float = 60.0

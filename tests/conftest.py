@@ -127,6 +127,7 @@ def make_config(tmp_path, database_url) -> Callable[..., Config]:
             "COMMPRO_SANDBOX_ANSWER_AFTER_S": "0",
             "COMMPRO_SANDBOX_MESSAGE_STEP_S": "0",
             "COMMPRO_SANDBOX_CALL_DURATION_S": "7",
+            "COMMPRO_SANDBOX_PACE": "0",
             "COMMPRO_SANDBOX_SUMMARY_PARTIAL_AFTER_S": "0",
             "COMMPRO_SANDBOX_SUMMARY_COMPLETE_AFTER_S": "0",
         }

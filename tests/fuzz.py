@@ -34,6 +34,7 @@ from commpro.numbers.store import insert_number
 from commpro.openapi import document
 from commpro.settings import Config
 
+WAV = b"RIFF" + (36).to_bytes(4, "little") + b"WAVEfmt " + bytes(24) + b"data" + bytes(4)
 CHECKS = [not_a_server_error, response_schema_conformance, negative_data_rejection, ignored_auth]
 CHECK_NAMES = ["not_a_server_error", "response_schema_conformance", "negative_data_rejection", "ignored_auth",
                "object_level_authorization"]
@@ -120,6 +121,8 @@ def seed_user(service: ThreadedService, user: str, number: str) -> Owned:
 
 def path_values(template: str, owned: Owned) -> dict[str, str] | None:
     """A's ids for the path parameters of `template`, or None when A has no such object."""
+    if template == "/api/numbers/{id}/greetings/{kind}":
+        return {"id": owned.ids["number"], "kind": "voicemail"}
     if template.startswith("/api/numbers/"):
         return {"id": owned.ids["number"]}
     if template.startswith("/api/calls/{id}"):
@@ -154,8 +157,11 @@ def object_level_authorization(service: ThreadedService, owned: Owned, intruder:
         for method in item:
             # A valid body, so that only ownership can refuse it.
             body = {"blocked": True} if template.startswith("/api/contacts/") and method == "patch" else bodies.get(method)
+            # A greeting is uploaded as multipart: a real WAV header, so only ownership refuses it.
+            upload = {"file": ("g.wav", WAV, "audio/wav")} if template.endswith("/greetings/{kind}") else None
             cases += 1
-            intruded = requests.request(method, url, json=body, headers=as_b, timeout=30)
+            intruded = requests.request(method, url, json=None if upload and method == "put" else body,
+                                        files=upload if method == "put" else None, headers=as_b, timeout=30)
             if intruded.status_code != 404:
                 failures.append(f"{method.upper()} {template} with B's token: {intruded.status_code}, not 404")
             if method == "get":

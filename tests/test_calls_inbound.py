@@ -42,7 +42,7 @@ async def test_forward_rings_app_and_phone_and_records_the_call(service):
     [call] = await calls_of(service, user)
     assert (call["direction"], call["from"], call["to"], call["sid"]) == ("inbound", CALLER, number, result["callSid"])
     assert call["status"] == "completed" and call["answeredAt"] and call["durationSec"] == 7
-    assert call["voicemail"] is False
+    assert call["voicemail"] is None
 
 
 async def test_voicemail_routing_records_a_voicemail(service):
@@ -56,7 +56,7 @@ async def test_voicemail_routing_records_a_voicemail(service):
     assert urlsplit(record.get("action")).path == "/webhook/voice/recording"
     await service.sandbox_idle()
     [call] = await calls_of(service, user)
-    assert call["voicemail"] is True
+    assert call["voicemail"] is not None
     assert call["recording"] == {"url": f"/api/calls/{call['id']}/recording", "durationSec": 7}
 
 
@@ -91,7 +91,7 @@ async def test_voicemail_after_no_answer(service):
     await service.simulate_call(CALLER, number)
     await service.sandbox_idle()
     [call] = await calls_of(service, user)
-    assert call["voicemail"] is True and call["recording"]["durationSec"] == 7
+    assert call["voicemail"] is not None and call["recording"]["durationSec"] == 7
     assert call["answeredAt"] is None
 
 
@@ -101,7 +101,7 @@ async def test_no_voicemail_when_turned_off(service):
     await service.simulate_call(CALLER, number)
     await service.sandbox_idle()
     [call] = await calls_of(service, user)
-    assert call["voicemail"] is False and call["recording"] is None
+    assert call["voicemail"] is None and call["recording"] is None
 
 
 async def test_dial_action_twiml(service):

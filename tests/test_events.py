@@ -81,13 +81,17 @@ async def test_calls_publish_created_and_status(service):
     resp = await service.client.post("/api/calls/initiate", json={"from": number, "to": PEER}, headers=service.auth(user))
     call_id = (await resp.json())["callId"]
     await service.sandbox_idle()
-    types = []
+    types, answered = [], []
     while not types or types[-1] != ("call.status", "completed"):
         event = await next_event(ws)
         assert event["data"]["callId"] == call_id
+        if event["type"] == "call.answered":  # the user's device took it: the app, here
+            answered.append(event["data"]["answeredBy"])
+            continue
         types.append((event["type"], event["data"]["status"]))
     assert types[0] == ("call.created", "initiated")
     assert [s for _, s in types[1:]] == ["initiated", "ringing", "in-progress", "completed"]
+    assert answered == ["app"]
     await ws.close()
 
 

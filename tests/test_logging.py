@@ -22,7 +22,8 @@ async def test_access_line_and_redaction(service, logs):
     text = logs.getvalue()
     records = logs.records()
     assert records and all(line.startswith("{") for line in text.splitlines())
-    # (Background jobs on the shared database may make the sandbox's own requests meanwhile.)
+    # The service's own background jobs may ask the sandbox for other tests' prices meanwhile
+    # (the database is shared): only this test's requests count.
     access = [r for r in records if r["event"] == "request" and not r["path"].startswith("/_sandbox")]
     assert len(access) == 3
     first = access[0]

@@ -19,7 +19,7 @@ from commpro.jobs.store import get_job
 from commpro.quality.emodel import estimate_mos, mos_from_r, r_factor
 from commpro.quality.poller import ALERT_WEBHOOK, VOICE_INSIGHTS
 from commpro.sandbox import magic
-from tests.conftest import WAIT_S, new_user
+from tests.conftest import WAIT_S, fresh_number, new_user
 
 CALLER = "+447911123456"
 SECRET = "alert-webhook-secret-of-some-length"
@@ -44,8 +44,9 @@ def test_e_model_impairments():
 
 
 async def inbound_call(service, from_=CALLER) -> dict:
+    """A call answered on the user's phone: its quality is the carrier's (PSTN) figures."""
     user = new_user()
-    number = await service.add_number(user, identity=user)
+    number = await service.add_number(user, forward_to=fresh_number())
     await service.simulate_call(from_, number)
     await service.sandbox_idle()
     [call] = (await (await service.client.get("/api/calls", headers=service.auth(user))).json())["calls"]
@@ -131,7 +132,11 @@ async def test_partial_then_complete(start_service, empty_database_url):
     # Nothing due before complete_after_s.
     assert await poll_round(service.app, soon(minutes=10)) == 0
     await service.sandbox_control(summariesComplete=True)
-    assert await poll_round(service.app, soon(seconds=service.config.quality.complete_after_s + 60)) == 1
+    # The database is shared with the other tests: their due rows may fill a round, so poll until ours.
+    for _ in range(30):
+        await poll_round(service.app, soon(seconds=service.config.quality.complete_after_s + 60))
+        if (await quality(service, call))["state"] == "complete":
+            break
     assert (await quality(service, call))["state"] == "complete"
 
 

@@ -10,11 +10,13 @@ from aiohttp import web
 from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import VoiceGrant
 
-from commpro.appkeys import config_key, pool_key, twilio_key
+from commpro.appkeys import config_key, keyring_key, pool_key, twilio_key
 from commpro.auth import user_id
-from commpro.calls import service, store
+from commpro.calls import devices, service, store
 from commpro.errors import Conflict, NotFound, ServiceUnavailable
 from commpro.guards import Bind, idempotent
+from commpro.keys import DataKey
+from commpro.messages.content import AVAILABLE, open_content, reading_key
 from commpro.numbers import store as numbers
 from commpro.validation import Fields, decode_cursor, iso, json_body, next_cursor, parse_uuid
 
@@ -23,7 +25,19 @@ DIRECTIONS = ("inbound", "outbound")
 TOKEN_TTL_S = 3600
 
 
-def call_json(row: asyncpg.Record) -> dict[str, Any]:
+def voicemail_json(row: asyncpg.Record, key: DataKey | None) -> dict[str, Any] | None:
+    """null for a call that left no voicemail; else its transcript, opened with the user's key."""
+    if not row["voicemail"]:
+        return None
+    text, state = open_content(key, "transcript", row["user_id"], row["id"], row["transcript_ciphertext"],
+                               row["transcript_nonce"], row["transcript_at"] or row["created_at"])
+    status = row["transcript_status"] or "none"
+    if state != AVAILABLE:
+        status = state  # erased with the user's key, or unreadable
+    return {"transcript": text.decode() if text is not None else None, "transcriptStatus": status}
+
+
+def call_json(row: asyncpg.Record, key: DataKey | None) -> dict[str, Any]:
     recording = None
     if row["recording_url"]:
         recording = {"url": f"/api/calls/{row['id']}/recording", "durationSec": row["recording_duration_s"]}
@@ -42,7 +56,8 @@ def call_json(row: asyncpg.Record) -> dict[str, Any]:
         "price": str(row["price"]) if row["price"] is not None else None,
         "priceUnit": row["price_unit"],
         "recording": recording,
-        "voicemail": row["voicemail"],
+        "voicemail": voicemail_json(row, key),
+        "answeredBy": row["answered_by"],
         "errorCode": row["error_code"],
     }
 
@@ -81,29 +96,43 @@ async def list_calls(request: web.Request) -> web.Response:
     async with request.config_dict[pool_key].acquire() as conn:
         rows = await store.list_calls(conn, user_id(request), direction=direction, status=status, since=since,
                                       until=until, before=before, limit=limit, offset=offset)
-    return web.json_response({"calls": [call_json(r) for r in rows], "nextCursor": next_cursor(rows, limit)})
+        key = await reading_key(request.config_dict[keyring_key], conn, user_id(request))
+    return web.json_response({"calls": [call_json(r, key) for r in rows], "nextCursor": next_cursor(rows, limit)})
 
 
 @routes.get("/api/calls/token", name="call_token")
 async def call_token(request: web.Request) -> web.Response:
     """A Twilio Access Token with a VoiceGrant, so the apps can place and receive calls."""
     settings = request.config_dict[config_key].twilio
+    # The push credential is optional: a web client receives calls over its open connection.
     missing = [name for name, value in (
         ("TWILIO_API_KEY_SID", settings.api_key_sid), ("TWILIO_API_KEY_SECRET", settings.api_key_secret),
-        ("TWILIO_TWIML_APP_SID", settings.twiml_app_sid), ("TWILIO_PUSH_CREDENTIAL_SID", settings.push_credential_sid),
+        ("TWILIO_TWIML_APP_SID", settings.twiml_app_sid),
     ) if not value]
     if missing:
-        raise ServiceUnavailable("Mobile calling is not configured: set " + ", ".join(missing))
-    async with request.config_dict[pool_key].acquire() as conn:
-        owned = await numbers.list_numbers(conn, user_id(request))
-    identity = next((n["identity"] for n in owned if n["identity"]), None)
-    if identity is None:
-        raise Conflict("None of your numbers has an app identity (commpro numbers add ... --identity NAME)")
+        raise ServiceUnavailable("App calling is not configured: set " + ", ".join(missing))
+    user = user_id(request)
+    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+        owned = await numbers.list_numbers(conn, user)
+        # An identity an operator gave one of the user's numbers wins; else one derived from the user id.
+        identity = next((n["identity"] for n in owned if n["identity"]), None) or devices.derived_identity(user)
+        if await devices.identity_used_elsewhere(conn, identity, user):
+            raise Conflict("Your app identity is already used by another user")
+        await devices.register_app(conn, user, identity)
     token = AccessToken(settings.account_sid, settings.api_key_sid, settings.api_key_secret,
                         identity=identity, ttl=TOKEN_TTL_S)
     token.add_grant(VoiceGrant(outgoing_application_sid=settings.twiml_app_sid, incoming_allow=True,
-                               push_credential_sid=settings.push_credential_sid))
+                               push_credential_sid=settings.push_credential_sid or None))
     return web.json_response({"token": token.to_jwt(), "identity": identity, "ttlSec": TOKEN_TTL_S})
+
+
+@routes.delete("/api/calls/token", name="unregister_app")
+async def unregister_app(request: web.Request) -> web.Response:
+    """Sign the app out: inbound calls ring it no more (an operator's --identity still rings).
+    Idempotent: 204 whether or not it was registered."""
+    async with request.config_dict[pool_key].acquire() as conn:
+        await devices.unregister_app(conn, user_id(request))
+    return web.Response(status=204)
 
 
 async def _own_call(request: web.Request) -> asyncpg.Record:
@@ -117,7 +146,10 @@ async def _own_call(request: web.Request) -> asyncpg.Record:
 
 @routes.get("/api/calls/{id}", name="get_call")
 async def get_call(request: web.Request) -> web.Response:
-    return web.json_response(call_json(await _own_call(request)))
+    row = await _own_call(request)
+    async with request.config_dict[pool_key].acquire() as conn:
+        key = await reading_key(request.config_dict[keyring_key], conn, row["user_id"])
+    return web.json_response(call_json(row, key))
 
 
 @routes.get("/api/calls/{id}/recording", name="call_recording")

@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 
 from commpro.appkeys import config_key, pool_key, twilio_key
-from commpro.calls import store, twiml
+from commpro.calls import devices, store, twiml
 from commpro.errors import AppError, Forbidden, NotFound, Unprocessable
 from commpro.events import store as events
 from commpro.guards import Bind, spend
@@ -53,9 +53,12 @@ async def place_call(state: Mapping, user: str, from_number: str, to_number: str
     config, pool, gateway = state[config_key], state[pool_key], state[twilio_key]
     async with pool.acquire() as conn:
         number = await numbers.get_owned_number(conn, user, from_number)
+        registered = await devices.registered_identity(conn, user)
     if number is None:
         raise Forbidden("'from' is not one of your numbers", details={"from": "not yours"})
-    first_leg = number["forward_to"] or (f"client:{number['identity']}" if number["identity"] else None)
+    # The user's phone rings first, or else the app; the destination is dialled on answer.
+    identity = devices.ring_identity(number, registered)
+    first_leg = number["forward_to"] or (f"client:{identity}" if identity else None)
     if first_leg is None:
         raise Unprocessable("This number has neither a forward-to phone nor an app identity to ring first")
     await spend(pool, user, "calls.initiate", config.calls.rate_per_minute)
@@ -68,7 +71,9 @@ async def place_call(state: Mapping, user: str, from_number: str, to_number: str
         created = await gateway.call("calls.create", lambda: gateway.client.calls.create_async(
             to=first_leg,
             from_=from_number,
-            url=twiml.webhook_url(config, "/webhook/voice/outbound", callId=call["id"]),
+            # screen=1: the user's phone must press the key before the destination is dialled.
+            url=twiml.webhook_url(config, "/webhook/voice/outbound", callId=call["id"],
+                                  screen=1 if number["forward_to"] and number["screening"] else None),
             method="POST",
             status_callback=twiml.webhook_url(config, "/webhook/voice/status", callId=call["id"], leg="user"),
             status_callback_event=twiml.ALL_EVENTS.split(),

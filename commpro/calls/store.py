@@ -26,7 +26,8 @@ NEVER_CONFIRMED = "never confirmed by Twilio"
 CALL_COLUMNS = """
 id, user_id, sid, dial_sid, direction, from_number, to_number, status, created_at, answered_at,
 ended_at, duration_s, price, price_unit, recording_sid, recording_url, recording_duration_s,
-voicemail, error_code, error_message
+voicemail, error_code, error_message, answered_by, phone_number_id, transcript_status,
+transcript_ciphertext, transcript_nonce, transcript_at
 """
 
 INSERT_OUTBOUND_CALL = f"""
@@ -185,7 +186,11 @@ async def set_answered(conn: asyncpg.Connection, call_id: uuid.UUID) -> None:
 
 
 WEBHOOK_CALL = f"SELECT {CALL_COLUMNS}, status_rank FROM calls WHERE id = $1"
-WEBHOOK_CALL_BY_SID = f"SELECT {CALL_COLUMNS}, status_rank FROM calls WHERE sid = $1 OR dial_sid = $1"
+# Any leg's SID finds its call: the call's own, or any child leg kept in call_legs.
+WEBHOOK_CALL_BY_SID = f"""
+SELECT {CALL_COLUMNS}, status_rank FROM calls
+WHERE sid = $1 OR dial_sid = $1 OR id = (SELECT call_id FROM call_legs WHERE sid = $1)
+"""
 
 
 async def find_webhook_call(conn: asyncpg.Connection, call_id: uuid.UUID | None,
@@ -240,8 +245,14 @@ async def list_calls(conn: asyncpg.Connection, user_id: str, *, direction: str |
                             limit, offset)
 
 
-# What the price job fetches: the call's legs while it has no price. None: nothing to price.
-PRICE_LEGS = "SELECT array_remove(ARRAY[sid, dial_sid], NULL) FROM calls WHERE id = $1 AND price_state = 'pending'"
+# What the price job fetches: the call's own leg and every child leg Twilio bills (the answered
+# ones: a canceled or unanswered leg costs nothing), while it has no price. None: nothing to price.
+PRICE_LEGS = """
+SELECT CASE WHEN sid IS NULL THEN '{}'::text[] ELSE ARRAY[sid] || ARRAY(
+    SELECT l.sid FROM call_legs l WHERE l.call_id = calls.id AND l.status = 'completed' ORDER BY l.sid
+) END
+FROM calls WHERE id = $1 AND price_state = 'pending'
+"""
 
 
 async def price_legs(conn: asyncpg.Connection, call_id: uuid.UUID) -> list[str] | None:

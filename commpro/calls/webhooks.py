@@ -3,17 +3,19 @@ status callbacks. The guard has checked each signature before these run."""
 
 from __future__ import annotations
 
-import uuid
+from datetime import UTC, datetime
 
 import structlog
 from aiohttp import web
 
 from commpro import jobs
 from commpro.appkeys import config_key, pool_key
-from commpro.calls import store, twiml
+from commpro.calls import devices, leg_store, store, twiml
+from commpro.calls.answering import call_connected, call_id_param, first_leg_taken, leg_accepted, leg_device
 from commpro.calls.prices import PRICES
 from commpro.errors import ValidationError
 from commpro.events import store as events
+from commpro.numbers import hours
 from commpro.numbers import store as numbers
 from commpro.quality.poller import enrol_call
 from commpro.validation import is_e164
@@ -23,16 +25,6 @@ from commpro.webhooks import twiml as twiml_response
 log = structlog.get_logger("commpro.calls")
 routes = web.RouteTableDef()
 ANSWERED = frozenset({"completed", "answered"})
-
-
-def _call_id(request: web.Request) -> uuid.UUID | None:
-    value = request.query.get("callId")
-    if value is None:
-        return None
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise ValidationError(details={"callId": "must be a UUID"}) from None
 
 
 @routes.post("/webhook/voice", name="webhook_voice")
@@ -50,11 +42,33 @@ async def incoming_call(request: web.Request) -> web.Response:
         if created:
             await events.publish(conn, number["user_id"], "call.created",
                                  {"callId": str(call_id), "direction": "inbound", "status": "ringing"})
+        identity = devices.ring_identity(number, await devices.registered_identity(conn, number["user_id"]))
     if number["routing"] == "reject" or form["From"] in number["blocked_numbers"]:
         return twiml_response(twiml.reject())
-    if number["routing"] == "voicemail" or not (number["identity"] or number["forward_to"]):
+    schedule = number["business_hours"]
+    if not hours.status(schedule, datetime.now(UTC))[0]:
+        return await _after_hours(request, number, call_id, schedule)
+    if number["routing"] == "voicemail" or not (identity or number["forward_to"]):
+        async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+            await call_connected(conn, number["user_id"], call_id)
         return twiml_response(twiml.voicemail(config, number, call_id))
-    return twiml_response(twiml.forward(config, number, call_id))
+    return twiml_response(twiml.forward(config, number, call_id, identity))
+
+
+async def _after_hours(request: web.Request, number, call_id, schedule: dict) -> web.Response:
+    """Outside business hours: the routing the schedule names (voicemail by default, with its
+    after-hours greeting), instead of ringing the user."""
+    config = request.config_dict[config_key]
+    if schedule["afterHours"] == "reject":
+        return twiml_response(twiml.reject())
+    if schedule["afterHours"] == "forward":
+        # Another phone (an answering service): rung like the user's, the app is not.
+        elsewhere = {**dict(number), "forward_to": schedule["afterHoursForwardTo"]}
+        return twiml_response(twiml.forward(config, elsewhere, call_id, None))
+    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+        await call_connected(conn, number["user_id"], call_id)
+    greeting = schedule["afterHoursGreeting"] or config.voice.after_hours_greeting
+    return twiml_response(twiml.voicemail(config, number, call_id, greeting, kind="after-hours"))
 
 
 @routes.post("/webhook/voice/outbound", name="webhook_voice_outbound")
@@ -63,7 +77,7 @@ async def outbound_bridge(request: web.Request) -> web.Response:
     placed a call through the TwiML app (From=client:<identity>, To=the destination)."""
     form = webhook_form(request, "CallSid", "From")
     config = request.config_dict[config_key]
-    call_id = _call_id(request)
+    call_id = call_id_param(request)
     async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
         if call_id is not None:
             call = await store.find_webhook_call(conn, call_id, None)
@@ -71,7 +85,11 @@ async def outbound_bridge(request: web.Request) -> web.Response:
                 log.warning("bridge_for_unknown_call", call_id=str(call_id), call_sid=form["CallSid"])
                 return twiml_response(twiml.hangup())
             await _adopt(conn, call, form["CallSid"])
-            return twiml_response(twiml.bridge(config, call_id, call["from_number"], call["to_number"]))
+            if request.query.get("screen") == "1":  # the user's phone: a person must press the key first
+                return twiml_response(twiml.screen_first_leg(config, call_id, call["to_number"]))
+            await first_leg_taken(conn, call, form["CallSid"], leg_device(form.get("To", "")))
+            number = await numbers.get_number_by_id(conn, call["phone_number_id"])
+            return twiml_response(twiml.bridge(config, call_id, call["from_number"], call["to_number"], number=number))
         return twiml_response(await _app_call(conn, config, form))
 
 
@@ -88,7 +106,8 @@ async def _app_call(conn, config, form) -> object:
         log.warning("app_call_refused", identity=identity, caller_id=wanted)
         return twiml.refuse(config, "Vous ne pouvez pas appeler depuis ce numéro.")
     call_id = await store.insert_app_call(conn, chosen["user_id"], chosen["id"], form["CallSid"], chosen["e164"], to)
-    return twiml.bridge(config, call_id, chosen["e164"], to)
+    await leg_store.take_call(conn, call_id, "app", form["CallSid"])  # the user is on the app placing it
+    return twiml.bridge(config, call_id, chosen["e164"], to, answer_on_bridge=True, number=chosen)
 
 
 async def _adopt(conn, call, sid: str) -> bool:
@@ -105,31 +124,26 @@ async def _adopt(conn, call, sid: str) -> bool:
 
 @routes.post("/webhook/voice/completed", name="webhook_voice_completed")
 async def dial_completed(request: web.Request) -> web.Response:
-    """The Dial of an inbound call ended: hang up if someone answered, else maybe voicemail."""
+    """The Dial of an inbound call ended: hang up if someone took the call, else maybe voicemail.
+
+    With a screened phone leg, DialCallStatus=completed only says that a leg answered: a carrier
+    voicemail answers too, then hangs up at the whisper. Only acceptance, remembered on the call
+    (a screened key press, an app answering), counts then."""
     form = webhook_form(request, "CallSid", "DialCallStatus", "To")
     config = request.config_dict[config_key]
-    if form["DialCallStatus"] in ANSWERED:
+    screened = request.query.get("screened") == "1"
+    if form["DialCallStatus"] in ANSWERED and not screened:
         return twiml_response(twiml.hangup())
     async with request.config_dict[pool_key].acquire() as conn:
         number = await numbers.get_number_by_e164(conn, form["To"])
-        call = await store.find_webhook_call(conn, _call_id(request), form["CallSid"])
+        call = await store.find_webhook_call(conn, call_id_param(request), form["CallSid"])
+    if call is not None and call["answered_by"] is not None:
+        return twiml_response(twiml.hangup())
     if number is None or call is None or not number["voicemail_on_no_answer"]:
         return twiml_response(twiml.hangup())
+    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
+        await call_connected(conn, call["user_id"], call["id"])
     return twiml_response(twiml.voicemail(config, number, call["id"]))
-
-
-@routes.post("/webhook/voice/recording", name="webhook_voice_recording")
-async def recording(request: web.Request) -> web.Response:
-    form = webhook_form(request, "CallSid", "RecordingSid", "RecordingUrl")
-    duration = form_int(form, "RecordingDuration")
-    async with request.config_dict[pool_key].acquire() as conn:
-        call = await store.find_webhook_call(conn, _call_id(request), form["CallSid"])
-        if call is None:
-            log.warning("recording_for_unknown_call", call_sid=form["CallSid"])
-        else:
-            await store.set_recording(conn, call["id"], form["RecordingSid"], form["RecordingUrl"], duration,
-                                      request.query.get("voicemail") == "1")
-    return twiml_response(twiml.hangup())
 
 
 @routes.post("/webhook/voice/status", name="webhook_voice_status")
@@ -146,43 +160,55 @@ async def status_callback(request: web.Request) -> web.Response:
     config = request.config_dict[config_key]
     price_after = config.prices.first_after_s
     async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
-        call = await store.find_webhook_call(conn, _call_id(request), form["CallSid"])
+        call = await store.find_webhook_call(conn, call_id_param(request), form["CallSid"])
         if call is None:
             log.info("status_for_unknown_call", call_sid=form["CallSid"], status=status)
             return web.Response(status=204)
 
-        moved = False
+        moved: str | None = None
 
-        async def advance(answers: bool) -> None:
-            """Move the call forward, where this leg decides."""
+        async def advance(answers: bool, status: str = status) -> None:
+            """Move the call forward, where this leg decides (published last, below)."""
             nonlocal moved
-            moved = await store.apply_status(conn, call["id"], status, sequence or 0, duration, error, answers=answers)
+            if await store.apply_status(conn, call["id"], status, sequence or 0, duration, error, answers=answers):
+                moved = status
 
         if leg == "dial":
             if form.get("ParentCallSid"):
                 # The user's leg placed this one: whatever became of the create, it exists.
                 await _adopt(conn, call, form["ParentCallSid"])
             await store.set_dial_sid(conn, call["id"], form["CallSid"])
+            target = form.get("To", "")
             if call["direction"] == "outbound":
+                await leg_store.record_leg(conn, call["id"], form["CallSid"], "destination", target, status,
+                                           sequence or 0, duration)
                 await advance(answers=True)
-            elif status == "in-progress":
-                await store.set_answered(conn, call["id"])
+            else:
+                device = request.query.get("device") or leg_device(target)
+                await leg_store.record_leg(conn, call["id"], form["CallSid"], device, target, status,
+                                           sequence or 0, duration)
+                # An app, or an unscreened phone, takes the call by answering; a screened phone
+                # by pressing the key (/webhook/voice/screen/result).
+                if status == "in-progress" and request.query.get("screened") != "1":
+                    await leg_accepted(conn, call, form["CallSid"], device, target)
         elif leg == "user":
             if await _adopt(conn, call, form["CallSid"]):
                 call = await store.find_webhook_call(conn, call["id"], None)
             # Once the destination is dialled, its leg decides; before, a first leg that ends
             # (the user did not answer, or hung up) ends the call.
             if store.STATUS_RANK[status] == store.TERMINAL_RANK and call["dial_sid"] is None:
-                await advance(answers=False)
+                # Completed but never accepted: a machine answered the screened phone.
+                unaccepted = status == "completed" and call["answered_by"] is None
+                await advance(answers=False, status="no-answer" if unaccepted else status)
         else:
             # The caller's own leg (inbound calls): the user answering shows on the dial leg.
             await advance(answers=call["direction"] == "outbound")
         if status == "completed":
             # Its Voice Insights summary will be fetched (a no-op unless the call did complete).
             await enrol_call(conn, call["id"], config.quality.first_fetch_after_s)
-        if moved and store.STATUS_RANK[status] == store.TERMINAL_RANK:
+        if moved and store.STATUS_RANK[moved] == store.TERMINAL_RANK:
             await jobs.enqueue(conn, PRICES.kind, str(call["id"]), after_s=price_after)
         if moved:
             # Last: the owner's event counter stays locked until the commit.
-            await events.publish(conn, call["user_id"], "call.status", {"callId": str(call["id"]), "status": status})
+            await events.publish(conn, call["user_id"], "call.status", {"callId": str(call["id"]), "status": moved})
     return web.Response(status=204)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -11,9 +12,9 @@ from aiohttp import web
 from commpro.appkeys import config_key, pool_key
 from commpro.auth import user_id
 from commpro.errors import NotFound, ValidationError
-from commpro.numbers import store
+from commpro.numbers import hours, store
 from commpro.settings import VoiceSettings
-from commpro.validation import Fields, json_body, parse_uuid
+from commpro.validation import Fields, iso, json_body, parse_uuid
 
 routes = web.RouteTableDef()
 ROUTING = ("forward", "voicemail", "reject")
@@ -23,10 +24,13 @@ FIELDS = {
     "routing": "routing", "ringTimeoutSec": "ring_timeout_s", "greetingText": "greeting_text",
     "greetingVoice": "greeting_voice", "greetingLanguage": "greeting_language",
     "blockedNumbers": "blocked_numbers", "forwardTo": "forward_to", "voicemailOnNoAnswer": "voicemail_on_no_answer",
+    "screening": "screening", "recordCalls": "record_calls", "recordingAnnouncement": "recording_announcement",
+    "businessHours": "business_hours",
 }
 
 
-def number_json(row: asyncpg.Record, voice: VoiceSettings) -> dict[str, Any]:
+def number_json(row: asyncpg.Record, voice: VoiceSettings, now: datetime | None = None) -> dict[str, Any]:
+    is_open, changes_at = hours.status(row["business_hours"], now or datetime.now(UTC))
     return {
         "id": str(row["id"]),
         "number": row["e164"],
@@ -35,12 +39,20 @@ def number_json(row: asyncpg.Record, voice: VoiceSettings) -> dict[str, Any]:
         "routing": row["routing"],
         "ringTimeoutSec": row["ring_timeout_s"],
         "voicemailOnNoAnswer": row["voicemail_on_no_answer"],
+        "screening": row["screening"],
+        "recordCalls": row["record_calls"],
+        "recordingAnnouncement": row["recording_announcement"] or voice.recording_announcement,
         "greeting": {
             "text": row["greeting_text"],
             "voice": row["greeting_voice"] or voice.greeting_voice,
             "language": row["greeting_language"] or voice.greeting_language,
         },
         "blockedNumbers": list(row["blocked_numbers"]),
+        "businessHours": row["business_hours"],
+        # Recorded greetings (played instead of the text): which kinds exist.
+        "recordedGreetings": sorted(row["greetings"] or {}),
+        "open": is_open,
+        "openChangesAt": iso(changes_at),
         "createdAt": row["created_at"].isoformat(),
     }
 
@@ -67,7 +79,16 @@ async def update_number(request: web.Request) -> web.Response:
         "blockedNumbers": fields.e164_list("blockedNumbers", required=False),
         "forwardTo": fields.e164("forwardTo", required=False, nullable=True),
         "voicemailOnNoAnswer": fields.boolean("voicemailOnNoAnswer", required=False),
+        "screening": fields.boolean("screening", required=False),
+        "recordCalls": fields.boolean("recordCalls", required=False),
+        "recordingAnnouncement": fields.string("recordingAnnouncement", required=False, max_len=500, nullable=True),
     }
+    values["businessHours"] = None  # null clears the schedule: always open
+    if body.get("businessHours") is not None:
+        try:
+            values["businessHours"] = hours.validate(body["businessHours"])
+        except ValueError as exc:
+            fields.errors["businessHours"] = str(exc)
     language = values["greetingLanguage"]
     if language is not None and not _LANGUAGE.match(language):
         fields.errors["greetingLanguage"] = "must be a language tag such as fr-FR"

@@ -11,7 +11,9 @@ from commpro.errors import Conflict
 
 NUMBER_COLUMNS = """
 id, user_id, e164, identity, forward_to, routing, ring_timeout_s, greeting_text, greeting_voice,
-greeting_language, blocked_numbers, voicemail_on_no_answer, created_at
+greeting_language, blocked_numbers, voicemail_on_no_answer, screening, record_calls, recording_announcement,
+business_hours, created_at,
+(SELECT jsonb_object_agg(g.kind, g.id) FROM number_greetings g WHERE g.number_id = phone_numbers.id) AS greetings
 """
 
 INSERT_NUMBER = f"""
@@ -57,15 +59,29 @@ async def list_numbers(conn: asyncpg.Connection, user_id: str | None = None) -> 
 OWNED_NUMBER = f"SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE user_id = $1 AND e164 = $2"
 
 
+NUMBER_BY_ID = f"SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE id = $1"
+
+
+async def get_number_by_id(conn: asyncpg.Connection, number_id) -> asyncpg.Record | None:
+    """The number a call belongs to (webhooks: the call's row names it)."""
+    return await conn.fetchrow(NUMBER_BY_ID, number_id)
+
+
 async def get_owned_number(conn: asyncpg.Connection, user_id: str, e164: str) -> asyncpg.Record | None:
     return await conn.fetchrow(OWNED_NUMBER, user_id, e164)
 
 
-IDENTITY_NUMBERS = f"SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE identity = $1 ORDER BY created_at, e164"
+# A number's own identity, or the identity its owner's app registered with (GET /api/calls/token).
+IDENTITY_NUMBERS = f"""
+SELECT {NUMBER_COLUMNS} FROM phone_numbers
+WHERE identity = $1 OR user_id = (SELECT user_id FROM app_registrations WHERE identity = $1)
+ORDER BY created_at, e164
+"""
 
 
 async def numbers_of_identity(conn: asyncpg.Connection, identity: str) -> list[asyncpg.Record]:
-    """The numbers an app identity may call from (all one user's, see IDENTITY_OWNER)."""
+    """The numbers an app identity may call from (all one user's, see IDENTITY_OWNER and the
+    token route, which never registers an identity another user has)."""
     return await conn.fetch(IDENTITY_NUMBERS, identity)
 
 
@@ -80,12 +96,17 @@ UPDATE phone_numbers SET
     blocked_numbers = CASE WHEN $13 THEN $14 ELSE blocked_numbers END,
     forward_to = CASE WHEN $15 THEN $16 ELSE forward_to END,
     voicemail_on_no_answer = CASE WHEN $17 THEN $18 ELSE voicemail_on_no_answer END,
+    screening = CASE WHEN $19 THEN $20 ELSE screening END,
+    record_calls = CASE WHEN $21 THEN $22 ELSE record_calls END,
+    recording_announcement = CASE WHEN $23 THEN $24 ELSE recording_announcement END,
+    business_hours = CASE WHEN $25 THEN $26::jsonb ELSE business_hours END,
     updated_at = now()
 WHERE user_id = $1 AND id = $2
 RETURNING {NUMBER_COLUMNS}
 """
 UPDATABLE = ("routing", "ring_timeout_s", "greeting_text", "greeting_voice", "greeting_language",
-             "blocked_numbers", "forward_to", "voicemail_on_no_answer")
+             "blocked_numbers", "forward_to", "voicemail_on_no_answer", "screening",
+             "record_calls", "recording_announcement", "business_hours")
 
 
 async def update_number(conn: asyncpg.Connection, user_id: str, number_id: uuid.UUID,

@@ -12,11 +12,15 @@ from commpro.quality.alerts import Alert
 from commpro.quality.summary import Figures
 
 # A completed call gets a row (its summary is fetched by a job); None when it has one already,
-# or did not complete.
+# or did not complete. Its summary is the one of the leg that carried the conversation on the
+# user's side: the app leg that took the call (only SDK legs have a MOS), else the call's own leg
+# (the carrier's figures).
 ENROL_CALL = """
 INSERT INTO call_quality (call_id, user_id, call_sid, ended_at)
-SELECT id, user_id, sid, ended_at
-FROM calls WHERE id = $1 AND status = 'completed' AND sid IS NOT NULL AND ended_at IS NOT NULL
+SELECT id, user_id,
+       coalesce((SELECT l.sid FROM call_legs l WHERE l.sid = c.answered_leg_sid AND l.device = 'app'), c.sid),
+       ended_at
+FROM calls c WHERE id = $1 AND status = 'completed' AND sid IS NOT NULL AND ended_at IS NOT NULL
 ON CONFLICT (call_id) DO NOTHING
 RETURNING ended_at
 """

@@ -9,13 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import io
-import wave
 from datetime import timedelta
 
 from aiohttp import web
 
 from commpro.sandbox import magic
+from commpro.sandbox.audio import mp3_silence, wav_silence
 from commpro.sandbox.lifecycle import drive_call, drive_message
 from commpro.sandbox.state import SandboxCall, SandboxMessage, SandboxState, iso, new_sid, now, sandbox_state_key
 
@@ -260,20 +259,26 @@ async def fetch_recording(request: web.Request) -> web.Response:
     return web.json_response(rec.json())
 
 
+@routes.delete(ACCOUNT + "/Recordings/{sid}.json", name="sandbox_delete_recording")
+async def delete_recording(request: web.Request) -> web.Response:
+    """Twilio deletes the recording (its audio with it): 204, then 404 for good."""
+    state = _state(request)
+    if state.recordings.pop(request.match_info["sid"], None) is None:
+        return not_found()
+    state.deleted_recordings.add(request.match_info["sid"])
+    return web.Response(status=204)
+
+
 @routes.get(ACCOUNT + "/Recordings/{sid}", name="sandbox_recording_audio")
 async def recording_audio(request: web.Request) -> web.Response:
-    """The recording as audio: a WAV of silence as long as the recording."""
-    sid = request.match_info["sid"].removesuffix(".wav").removesuffix(".mp3")
-    rec = _state(request).recordings.get(sid)
+    """The recording as audio, silence as long as the recording: WAV, or MP3 for `.mp3`."""
+    name = request.match_info["sid"]
+    rec = _state(request).recordings.get(name.removesuffix(".wav").removesuffix(".mp3"))
     if rec is None:
         return not_found()
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(1)
-        w.setframerate(8000)
-        w.writeframes(b"\x80" * 8000 * rec.duration)
-    return web.Response(body=buf.getvalue(), content_type="audio/x-wav")
+    if name.endswith(".mp3"):
+        return web.Response(body=mp3_silence(rec.duration), content_type="audio/mpeg")
+    return web.Response(body=wav_silence(rec.duration), content_type="audio/x-wav")
 
 
 @routes.get("/insights/v1/Voice/{call_sid}/Summary", name="sandbox_call_summary")

@@ -20,6 +20,8 @@ class Pacing(Protocol):
     summary_partial_after_s: float
     summary_complete_after_s: float
     price_after_s: float
+    pace: float
+    transcription_after_s: float
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,12 @@ async def set_call_status(state: SandboxState, call: SandboxCall, status: str, e
         await post_signed(state, call.status_callback, call_params(call, **extra))
 
 
+def callee_keys(number: str) -> str | None:
+    """What the party at `number` presses when a <Gather> asks: a person presses 1, a carrier
+    voicemail (magic.MACHINE) nothing, magic.DECLINES 9."""
+    return {magic.MACHINE: None, magic.DECLINES: "9"}.get(number, "1")
+
+
 def callee_answers(number: str) -> str:
     """How the party at `number` responds: 'answer', 'busy' or 'no-answer'."""
     if number == magic.BUSY:
@@ -183,54 +189,149 @@ async def finish_inbound_call(state: SandboxState, call: SandboxCall, answer: Po
     await set_call_status(state, call, status, "completed")
 
 
-async def play(state: SandboxState, call: SandboxCall, root: ET.Element, base_url: str, depth: int = 0) -> None:
-    """Act out the verbs that reach the service again, <Dial> and <Record>, and then the TwiML
-    their action answers with, as Twilio does (a few levels deep at most)."""
+async def play(state: SandboxState, call: SandboxCall, root: ET.Element, base_url: str, depth: int = 0) -> bool:
+    """Act out the verbs that reach the service again, <Dial>, <Record> and <Gather>, and then the
+    TwiML their action answers with, as Twilio does (a few levels deep at most). False when the
+    document hung up, True when it ran to its end (a whisper that ends so connects its leg)."""
     for verb in root:
         if verb.tag in ("Hangup", "Reject"):
-            return
-        if verb.tag in ("Record", "Dial"):
-            act = record if verb.tag == "Record" else dial
+            return False
+        if verb.tag == "Play":
+            await fetch_play(state, urljoin(base_url, (verb.text or "").strip()))
+        if verb.tag in ("Record", "Dial", "Gather"):
+            act = {"Record": record, "Dial": dial, "Gather": gather}[verb.tag]
             action, answer = await act(state, call, verb, base_url)
+            if verb.tag == "Gather" and action is None:
+                continue  # nothing pressed: Twilio goes on with the next verb
             if action and answer.status == 200 and depth < 5:
                 try:
                     following = parse_twiml(answer.text)
                 except InvalidTwiML as exc:
                     log.info("sandbox_invalid_twiml", call_sid=call.sid, reason=str(exc))
                     call.error_code = 12100
-                    return
-                await play(state, call, following, action, depth + 1)
-            return
+                    return False
+                return await play(state, call, following, action, depth + 1)
+            return True
+    return True
 
 
 NO_ACTION = PostResult(0, "")
 
 
+async def fetch_play(state: SandboxState, url: str) -> None:
+    """<Play>: Twilio GETs the audio (no credentials, no signature of its own); the sandbox notes
+    what it got in state.played, (url, HTTP status, Content-Type), so tests can check it."""
+    try:
+        async with state.session.get(url, timeout=HTTP_TIMEOUT) as resp:
+            await resp.read()
+            state.played.append((url, resp.status, resp.content_type))
+    except (aiohttp.ClientError, TimeoutError):
+        state.played.append((url, 0, ""))
+
+
+async def gather(state: SandboxState, call: SandboxCall, verb: ET.Element,
+                 base_url: str) -> tuple[str | None, PostResult]:
+    """The called party presses a key (callee_keys), posted to the action with Digits; nothing
+    pressed: no request at all (actionOnEmptyResult is false by default)."""
+    digits = callee_keys(call.to)
+    if not digits:
+        return None, NO_ACTION
+    action = urljoin(base_url, verb.get("action") or base_url)
+    return action, await post_signed(state, action, call_params(call, Digits=digits))
+
+
+async def whisper(state: SandboxState, leg: SandboxCall, url: str) -> bool:
+    """<Number url>: the document played to the answered leg before it is connected; True when
+    it ran to its end (connect), False when it hung up (the leg drops)."""
+    result = await post_signed(state, url, call_params(leg))
+    if result.status != 200:
+        return False
+    try:
+        root = parse_twiml(result.text)
+    except InvalidTwiML as exc:
+        log.info("sandbox_invalid_twiml", call_sid=leg.sid, reason=str(exc))
+        return False
+    return await play(state, leg, root, url)
+
+
 async def record(state: SandboxState, call: SandboxCall, verb: ET.Element,
                  base_url: str) -> tuple[str | None, PostResult]:
     duration = min(int(verb.get("maxLength", "3600")), state.config.pacing.call_duration_s)
+    await talk(state, duration)
     rec = SandboxRecording(new_sid("RE"), call.sid, call.account_sid, duration)
     state.recordings[rec.sid] = rec
     api = state.config.api_base_url
+    recording_url = f"{api}/{API_VERSION}/Accounts/{call.account_sid}/Recordings/{rec.sid}"
+    if verb.get("transcribe") == "true" and verb.get("transcribeCallback"):
+        state.spawn(transcribe(state, call, rec, recording_url, urljoin(base_url, verb.get("transcribeCallback"))))
     action = urljoin(base_url, verb.get("action", "")) if verb.get("action") else None
     if action is None:
         return None, NO_ACTION
     return action, await post_signed(state, action, call_params(
         call,
         RecordingSid=rec.sid,
-        RecordingUrl=f"{api}/{API_VERSION}/Accounts/{call.account_sid}/Recordings/{rec.sid}",
+        RecordingUrl=recording_url,
         RecordingDuration=duration,
         Digits="hangup",
     ))
 
 
+async def transcribe(state: SandboxState, call: SandboxCall, rec: SandboxRecording, recording_url: str,
+                     callback: str) -> None:
+    """Twilio's transcription arrives a while after the recording: a fixed sentence naming the
+    caller, or a failure for magic.NO_TRANSCRIPT."""
+    await asyncio.sleep(state.config.pacing.transcription_after_s * state.config.pacing.pace)
+    failed = call.from_ == magic.NO_TRANSCRIPT
+    sid = new_sid("TR")
+    await post_signed(state, callback, call_params(
+        call,
+        TranscriptionSid=sid,
+        TranscriptionStatus="failed" if failed else "completed",
+        TranscriptionText=None if failed else f"Bonjour, ici le {call.from_}. Rappelez-moi s'il vous plaît.",
+        TranscriptionType="fast",
+        TranscriptionUrl=f"{state.config.api_base_url}/{API_VERSION}/Accounts/{call.account_sid}/Transcriptions/{sid}",
+        RecordingSid=rec.sid,
+        RecordingUrl=recording_url,
+    ))
+
+
+async def dial_recording(state: SandboxState, call: SandboxCall, verb: ET.Element, base_url: str,
+                         duration: int) -> None:
+    """<Dial record>: the connected call's recording (two channels when "-dual"), then its
+    recordingStatusCallback once it is ready."""
+    dual = verb.get("record", "").endswith("-dual")
+    rec = SandboxRecording(new_sid("RE"), call.sid, call.account_sid, duration, channels=2 if dual else 1,
+                           source="DialVerb")
+    state.recordings[rec.sid] = rec
+    callback = verb.get("recordingStatusCallback")
+    events = (verb.get("recordingStatusCallbackEvent") or "completed").split()
+    if callback and "completed" in events:
+        await post_signed(state, urljoin(base_url, callback), {
+            "AccountSid": call.account_sid, "CallSid": call.sid, "RecordingSid": rec.sid,
+            "RecordingUrl": f"{state.config.api_base_url}/{API_VERSION}/Accounts/{call.account_sid}"
+                            f"/Recordings/{rec.sid}",
+            "RecordingStatus": "completed", "RecordingDuration": duration, "RecordingChannels": rec.channels,
+            "RecordingSource": "DialVerb", "RecordingStartTime": rec.json()["start_time"],
+        })
+
+
+async def talk(state: SandboxState, seconds: float) -> None:
+    """A connected call lasting `seconds` (talking, recording): sandbox.pace real seconds per
+    second, so that the answered and ended times agree with the duration Twilio reports."""
+    pause = seconds * state.config.pacing.pace
+    if pause > 0:
+        await asyncio.sleep(pause)
+
+
 async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
                base_url: str) -> tuple[str | None, PostResult]:
-    """One child leg per <Number> or <Client>; the first to answer wins, as on Twilio."""
+    """One child leg per <Number> or <Client>, all ringing at once; the first to answer (and,
+    when screened, accept) is connected and the others are canceled, as on Twilio."""
+    s = state.config.pacing
     targets = [(n.tag, (n.text or "").strip(), n) for n in verb if n.tag in ("Number", "Client")]
     if not targets and (verb.text or "").strip():
         targets = [("Number", verb.text.strip(), verb)]
-    dial_status, answered = "no-answer", None
+    dial_status, winner, dropped, ringing = "no-answer", None, None, []
     for tag, target, noun in targets:
         to = target if tag == "Number" else f"client:{target}"
         leg = SandboxCall(new_sid("CA"), call.account_sid, verb.get("callerId") or call.from_, to,
@@ -243,29 +344,52 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
         if outcome == "failed":
             leg.error_code = error
             await set_call_status(state, leg, "failed", "completed")
-            dial_status = dial_status if dial_status == "completed" else "failed"
+            dial_status = "failed"
             continue
         # Paced like the first leg, so that a person watching sees the far end ring, then answer.
         await asyncio.sleep(state.config.pacing.ring_after_s)
         await set_call_status(state, leg, "ringing", "ringing")
-        await asyncio.sleep(state.config.pacing.answer_after_s)
-        if outcome == "answer" and answered is None:
-            await set_call_status(state, leg, "in-progress", "answered")
-            leg.duration = state.config.pacing.call_duration_s
+        ringing.append((leg, noun, outcome))
+    if ringing:
+        await asyncio.sleep(s.answer_after_s)  # the phones ring
+    for leg, noun, outcome in ringing:
+        if outcome != "answer":
+            continue
+        await set_call_status(state, leg, "in-progress", "answered")
+        screen = noun.get("url")
+        if screen and not await whisper(state, leg, urljoin(base_url, screen)):
+            # Answered, then hung up at the whisper: Twilio still reports the Dial completed.
+            leg.duration = 1
             await set_call_status(state, leg, "completed", "completed")
-            dial_status, answered = "completed", leg
-        else:
-            await set_call_status(state, leg, outcome if outcome != "answer" else "canceled", "completed")
-            if dial_status != "completed":
-                dial_status = outcome if outcome != "answer" else dial_status
+            dial_status, dropped = "completed", dropped or leg
+            continue
+        winner = leg
+        break
+    for leg, _noun, outcome in ringing:
+        if leg is winner or leg.status in TERMINAL:
+            continue
+        final = "canceled" if outcome == "answer" else outcome
+        await set_call_status(state, leg, final, "completed")
+        if dial_status not in ("completed", "failed") and final != "canceled":
+            dial_status = final
+    if winner is not None:
+        if verb.get("answerOnBridge") == "true":
+            call.start = now()  # the caller's leg is answered only now
+        await talk(state, s.call_duration_s)
+        winner.duration = s.call_duration_s
+        await set_call_status(state, winner, "completed", "completed")
+        dial_status = "completed"
+        if verb.get("record", "do-not-record").startswith("record-from-"):
+            await dial_recording(state, call, verb, base_url, s.call_duration_s)
     action = urljoin(base_url, verb.get("action")) if verb.get("action") else None
     if action is None:
         return None, NO_ACTION
+    answered = winner or dropped
     return action, await post_signed(state, action, call_params(
         call,
         DialCallStatus=dial_status,
         DialCallSid=answered.sid if answered else None,
-        DialCallDuration=answered.duration if answered else 0,
+        DialCallDuration=winner.duration if winner else 0,
     ))
 
 

@@ -39,6 +39,12 @@ ACCOUNT_SUSPENDED = (401, 20005, "Account not active: the account is suspended o
 # The sandbox's own: how a called party (first leg, or a <Dial><Number>) answers.
 BUSY = "+15005550011"
 NO_ANSWER = "+15005550012"
+# A called party (first leg, or a <Dial><Number>) that answers like a carrier voicemail: it
+# presses no key when screened. DECLINES answers and presses 9. Anyone else presses 1.
+MACHINE = "+15005550013"
+DECLINES = "+15005550014"
+# A voicemail left from this number gets a failed transcription.
+NO_TRANSCRIPT = "+15005550022"
 # Calls to or from this number get a poor Voice Insights summary (high jitter and loss);
 # an app identity whose name starts with "poor" gets a low MOS.
 POOR_QUALITY = "+15005550020"

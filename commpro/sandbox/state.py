@@ -192,6 +192,8 @@ class SandboxRecording:
     account_sid: str
     duration: int
     created: datetime = field(default_factory=now)
+    channels: int = 1
+    source: str = "RecordVerb"
 
     def json(self) -> dict[str, Any]:
         return {
@@ -209,8 +211,8 @@ class SandboxRecording:
             "encryption_details": None,
             "price_unit": "USD",
             "status": "completed",
-            "channels": 1,
-            "source": "RecordVerb",
+            "channels": self.channels,
+            "source": self.source,
             "error_code": None,
             "track": "both",
         }
@@ -259,6 +261,10 @@ class SandboxState:
     create_requests: list[dict[str, str]] = field(default_factory=list)
     # Set when the sandbox stops: hung requests end.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # SIDs of the recordings deleted through the API, so tests can see Twilio's copy is gone.
+    deleted_recordings: set[str] = field(default_factory=set)
+    # What <Play> fetched: (url, HTTP status, Content-Type).
+    played: list[tuple[str, int, str]] = field(default_factory=list)
     # Lifecycle tasks in flight, cancelled and awaited on shutdown.
     tasks: set[asyncio.Task] = field(default_factory=set)
     # Set by the cleanup context: the client session that posts callbacks.
