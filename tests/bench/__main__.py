@@ -6,7 +6,9 @@ S1 voice status callbacks, S2 inbound SMS and message status callbacks (closed l
 connections), S3 inbound voice at a fixed 200/s (open loop), each beside the SQL ceiling of its
 statements at the same concurrency; S4/S5 lists; RSS growth over BENCH_MEMORY_REQUESTS mixed
 webhooks. Knobs: BENCH_DURATION (s, default 10), BENCH_WARMUP (2), BENCH_ROWS (1,000,000),
-BENCH_LIST_REQUESTS (200), BENCH_MEMORY_REQUESTS (100,000), DATABASE_URL (else embedded).
+BENCH_LIST_REQUESTS (200), BENCH_MEMORY_REQUESTS (100,000) and BENCH_MEMORY_SECONDS (150, whichever
+comes first), DATABASE_URL (else embedded). Results are written as each phase ends, so an
+interrupted run still leaves what it measured.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ from aiohttp.test_utils import unused_port
 from commpro.auth import mint_token
 from commpro.config import load_config
 from commpro.db import create_pool, migrate
+from commpro.logs import configure_logging
 from tests.bench import ceiling, lists, seed, stack
 
 DURATION = float(os.environ.get("BENCH_DURATION", "10"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "2"))
 MEMORY_REQUESTS = int(os.environ.get("BENCH_MEMORY_REQUESTS", "100000"))
+# ... or as many as fit in this time: `make bench` stays bounded on a busy machine.
+MEMORY_SECONDS = float(os.environ.get("BENCH_MEMORY_SECONDS", "150"))
 CONNS = 32
 SIDS = 100_000  # more than a run posts, so every status callback moves a call forward
 RESULTS = stack.BUILD / "results.json"
@@ -49,11 +54,15 @@ def machine() -> str:
             f"{'server on core 0, load on core 1' if stack.two_cores() else 'not pinned'}")
 
 
-async def main() -> dict:
+def save(report: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+
+
+async def main(report: dict) -> None:
     stack.pin_self(1)
+    configure_logging("WARNING", sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="commpro-bench-"))
-    report: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "webhooks": [],
-                    "lists": [], "memory": {}}
     say("building the reference stack")
     peer_dir = stack.build_peer()
     server_url = stack.database_server_url()
@@ -105,26 +114,28 @@ async def main() -> dict:
             report["webhooks"].append({"scenario": name, **result, "vs_reference": result["rps"] / ref["rps"],
                                        "sql_ceiling_tps": sql_tps,
                                        "of_ceiling": result["rps"] / sql_tps if sql_tps else None})
+        save(report)
 
         say(f"S4/S5: lists, {lists.REQUESTS} requests per shape and size")
         tokens = {user: mint_token(config, user) for user in (seed.BIG, seed.SMALL)}
         report["lists"] = await lists.measure(base, database_url, tokens)
+        save(report)
 
         say(f"memory: {MEMORY_REQUESTS:,} mixed webhooks")
         process = psutil.Process(commpro.pid)
         before = process.memory_info().rss
-        mixed = await stack.load(stack.LOAD_JS, base, "mixed", duration=0, warmup=0, conns=CONNS,
+        mixed = await stack.load(stack.LOAD_JS, base, "mixed", duration=MEMORY_SECONDS, warmup=0, conns=CONNS,
                                  extra=("--requests", str(MEMORY_REQUESTS), "--sids", str(files["calls"]),
                                         "--msids", str(files["messages"])))
         after = process.memory_info().rss
         report["memory"] = {"requests": mixed["requests"], "rss_before_mb": before / 2**20,
                             "rss_after_mb": after / 2**20, "growth_mb": (after - before) / 2**20,
                             "codes": mixed["codes"]}
+        save(report)
     finally:
         for proc in procs:
             stack.stop(proc)
         await stack.drop_database(server_url, database_url)
-    return report
 
 
 def table(report: dict) -> str:
@@ -142,15 +153,19 @@ def table(report: dict) -> str:
         out.append(f"| {r['request']} | {r['small_p50']:.1f} / {r['small_p95']:.1f} | {r['big_p50']:.1f} / "
                    f"{r['big_p95']:.1f} | {r['ratio_p50']:.2f} | {r['small_sql_p50']:.2f} / {r['big_sql_p50']:.2f} |")
     m = report["memory"]
-    out += ["", (f"Memory: RSS {m['rss_before_mb']:.1f} MB -> {m['rss_after_mb']:.1f} MB "
-                 f"({m['growth_mb']:+.1f} MB) over {m['requests']:,} mixed webhooks; codes {m['codes']}. "
-                 f"Seeding took {report['seed_s']} s.")]
+    if m:
+        out += ["", (f"Memory: RSS {m['rss_before_mb']:.1f} MB -> {m['rss_after_mb']:.1f} MB "
+                    f"({m['growth_mb']:+.1f} MB) over {m['requests']:,} mixed webhooks; codes {m['codes']}.")]
+    out.append(f"Seeding took {report.get('seed_s')} s.")
     return "\n".join(out)
 
 
 if __name__ == "__main__":
-    result = asyncio.run(main())
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    print(table(result))
-    print(f"\n(JSON: {RESULTS})", file=sys.stderr)
+    result: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "webhooks": [],
+                    "lists": [], "memory": {}}
+    try:
+        asyncio.run(main(result))
+    finally:
+        save(result)
+        print(table(result))
+        print(f"\n(JSON: {RESULTS})", file=sys.stderr)

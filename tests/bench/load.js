@@ -4,7 +4,7 @@
 //   --kind mixed       status, msgstatus, sms and voice in turn (memory over many requests)
 //   --rate R           open loop: R requests per second whatever the answers, latency counted from
 //                      each request's scheduled time (no coordinated omission); else closed loop
-//   --requests N       stop after N requests instead of after --duration seconds
+//   --requests N       stop after N requests, or after --duration seconds if that comes first
 // node load.js --base URL --token T [--sids FILE] [--msids FILE] [--to +E164] [--conns 32]
 //   [--duration 10] [--warmup 2] [--kind ...] [--rate R] [--requests N]
 // One JSON line out: requests, rps, p50_ms, p99_ms, codes.
@@ -74,7 +74,7 @@ async function closed(seconds, limit, record) {
   const lat = [], codes = {};
   let sent = 0;
   await Promise.all(Array.from({ length: conns }, async () => {
-    while ((limit ? sent < limit : Date.now() < end)) {
+    while ((!limit || sent < limit) && Date.now() < end) {
       sent++;
       const [code, ms] = await once(process.hrtime.bigint());
       if (record) { lat.push(ms); codes[code] = (codes[code] || 0) + 1; }
