@@ -117,7 +117,7 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     structlog.configure(
         processors=[*shared, *render],
         logger_factory=_JsonLines,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(out)

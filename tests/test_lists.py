@@ -12,6 +12,7 @@ import orjson
 
 from commpro.calls import store
 from commpro.calls.routes import MAX_OFFSET
+from commpro.messages import store as messages
 from commpro.validation import encode_cursor
 from tests.conftest import new_user
 
@@ -90,6 +91,23 @@ async def test_a_deep_offset_is_refused_with_the_way_to_page_further(service):
     assert [c["id"] for c in body["calls"]] == [str(r["id"]) for r in rows[-2:]] and body["nextCursor"] is None
 
 
+async def generic_index_cond(service, query: str, args: list) -> tuple[str, str]:
+    """(the plan as text, the first Index Cond) of `query` under the generic plan PostgreSQL may
+    cache, with sequential and bitmap scans off so that the tiny test tables still use an index."""
+    async with service.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        await conn.execute("SET LOCAL enable_bitmapscan = off")
+        await conn.execute("PREPARE deep_page AS " + query)
+        # EXECUTE takes no bound parameters: these literals are the test's own values.
+        literals = ", ".join(f"'{v}'" for v in args)
+        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE deep_page({literals})")
+        await conn.execute("DEALLOCATE deep_page")
+    tree = plan if isinstance(plan, list) else orjson.loads(plan)
+    index_cond = next(n["Index Cond"] for n in _nodes(tree[0]["Plan"]) if "Index Cond" in n)
+    return orjson.dumps(tree).decode(), index_cond
+
+
 async def test_generic_plans_keep_the_cursor_in_the_index_scan(service):
     """The plan PostgreSQL may cache for a list statement bounds the index scan by the cursor
     and the dates: the reason deep pages cost what the first page costs."""
@@ -97,19 +115,16 @@ async def test_generic_plans_keep_the_cursor_in_the_index_scan(service):
         "since": T0, "until": T0 + timedelta(days=92), "before": (T0 + timedelta(days=30), uuid.uuid4()),
     }, first=2)
     query = store.LIST_CALLS.format(filters=filters, limit=f"${len(args) + 2}")
-    async with service.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        await conn.execute("SET LOCAL enable_seqscan = off")
-        await conn.execute("SET LOCAL enable_bitmapscan = off")
-        await conn.execute("PREPARE deep_page AS " + query)
-        # EXECUTE takes no bound parameters: these literals are the test's own values.
-        literals = ", ".join(f"'{v}'" for v in (new_user(), *args, 50))
-        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE deep_page({literals})")
-        await conn.execute("DEALLOCATE deep_page")
-    text = orjson.dumps(plan if isinstance(plan, list) else orjson.loads(plan)).decode()
+    text, index_cond = await generic_index_cond(service, query, [new_user(), *args, 50])
     assert "calls_user_created_idx" in text
-    index_cond = next(n["Index Cond"] for n in _nodes(orjson.loads(text)[0]["Plan"]) if "Index Cond" in n)
     assert "created_at" in index_cond and "$" in index_cond
+
+
+async def test_a_threads_deep_page_keeps_its_cursor_in_the_index_scan(service):
+    args = [new_user(), uuid.uuid4(), 50, T0, uuid.uuid4()]
+    text, index_cond = await generic_index_cond(service, messages.LIST_MESSAGES_BEFORE, args)
+    assert "messages_conversation_idx" in text
+    assert "created_at" in index_cond and "$4" in index_cond
 
 
 def _nodes(plan: dict):
