@@ -53,13 +53,26 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing beyond what asyncpg always does (roll back an open
+    transaction, drop listener callbacks).
+
+    asyncpg's default sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every
+    release: one more round trip per request, for session state CommPro never leaves on a pooled
+    connection. What holds: settings are `SET LOCAL` inside a transaction, locks are
+    `pg_advisory_xact_lock` or (migrations) unlocked explicitly in `finally`, LISTEN has a
+    connection of its own (events), cursors live inside their transaction. Session state left
+    on a pooled connection would leak to the next request: keep it that way.
+    """
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0,
                       command_timeout_s: float | None = None) -> asyncpg.Pool:
     """A pool that has proved it can run a query, or a clear error naming the masked DSN."""
     try:
         pool = await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, timeout=timeout_s,
-            command_timeout=command_timeout_s, init=_init_connection,
+            command_timeout=command_timeout_s, init=_init_connection, reset=_keep_session,
         )
         await pool.fetchval("SELECT 1", timeout=timeout_s)
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:

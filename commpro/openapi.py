@@ -268,7 +268,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/calls": {"get": op(
         "Call history, newest first", "Calls", {**ok(answer({"calls": {"type": "array", "items": ref("Call")},
                                                              **PAGE})), **errors(400)},
-        parameters=[LIMIT, query("offset", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}),
+        parameters=[LIMIT, query("offset", {"type": "integer", "minimum": 0, "maximum": 10000}, "capped: page deeper by cursor"),
                     query("cursor", CURSOR), query("direction", {"type": "string", "enum": ["inbound", "outbound"]}),
                     query("status", {"type": "string", "enum": CALL_STATUS}),
                     query("since", TIME), query("until", TIME)])},

@@ -212,7 +212,9 @@ async def test_concurrent_retries_of_one_key_reach_twilio_once(service):
     await service.sandbox_idle()
 
 
-async def test_keys_expire_after_retention(service):
+async def test_keys_expire_after_retention(start_service, empty_database_url):
+    # A database of its own: the recurring job's one row is never held by another test's process.
+    service = await start_service(DATABASE_URL=empty_database_url)
     user = new_user()
     number = await service.add_number(user)
     first = await send(service, user, number, "old")

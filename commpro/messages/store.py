@@ -246,38 +246,58 @@ MESSAGE_COLUMNS = """
 m.id, m.user_id, m.contact_id, m.direction, m.from_number, m.to_number, m.body_ciphertext, m.body_nonce,
 m.status, m.error_code, m.error_message, m.read_at, m.created_at, m.num_media, m.num_segments, m.encoding
 """
+# First page and following pages are two statements, not one with `$3 IS NULL OR ...`: under the
+# generic plan PostgreSQL caches after five runs, that form reads the whole thread to find a page.
 LIST_MESSAGES = f"""
 SELECT {MESSAGE_COLUMNS} FROM messages m
 WHERE m.user_id = $1 AND m.contact_id = $2
-  AND ($3::timestamptz IS NULL OR (m.created_at, m.id) < ($3, $4::uuid))
 ORDER BY m.created_at DESC, m.id DESC
-LIMIT $5
+LIMIT $3
+"""
+LIST_MESSAGES_BEFORE = f"""
+SELECT {MESSAGE_COLUMNS} FROM messages m
+WHERE m.user_id = $1 AND m.contact_id = $2 AND (m.created_at, m.id) < ($4, $5)
+ORDER BY m.created_at DESC, m.id DESC
+LIMIT $3
 """
 
 
 async def list_messages(conn: asyncpg.Connection, user_id: str, contact_id: uuid.UUID,
                         before: tuple[datetime, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
-    before_at, before_id = before or (None, None)
-    return await conn.fetch(LIST_MESSAGES, user_id, contact_id, before_at, before_id, limit)
+    if before is None:
+        return await conn.fetch(LIST_MESSAGES, user_id, contact_id, limit)
+    return await conn.fetch(LIST_MESSAGES_BEFORE, user_id, contact_id, limit, *before)
 
 
+CONVERSATION_COLUMNS = f"""
+c.contact_id, ct.phone_number, ct.opted_out, ct.blocked, ct.name_ciphertext, ct.name_nonce, ct.name_sealed_at,
+c.unread_count, c.last_message_at, {MESSAGE_COLUMNS}
+"""
 LIST_CONVERSATIONS = f"""
-SELECT c.contact_id, ct.phone_number, ct.opted_out, ct.blocked, ct.name_ciphertext, ct.name_nonce, ct.name_sealed_at,
-       c.unread_count, c.last_message_at,
-       {MESSAGE_COLUMNS}
+SELECT {CONVERSATION_COLUMNS}
 FROM conversations c
 JOIN contacts ct ON ct.id = c.contact_id
 JOIN messages m ON m.id = c.last_message_id
-WHERE c.user_id = $1 AND ($2::timestamptz IS NULL OR (c.last_message_at, c.contact_id) < ($2, $3::uuid))
+WHERE c.user_id = $1
 ORDER BY c.last_message_at DESC, c.contact_id DESC
-LIMIT $4
+LIMIT $2
+"""
+LIST_CONVERSATIONS_BEFORE = f"""
+SELECT {CONVERSATION_COLUMNS}
+FROM conversations c
+JOIN contacts ct ON ct.id = c.contact_id
+JOIN messages m ON m.id = c.last_message_id
+WHERE c.user_id = $1 AND (c.last_message_at, c.contact_id) < ($3, $4)
+ORDER BY c.last_message_at DESC, c.contact_id DESC
+LIMIT $2
 """
 
 
 async def list_conversations(conn: asyncpg.Connection, user_id: str, before: tuple[datetime, uuid.UUID] | None,
                              limit: int) -> list[asyncpg.Record]:
-    before_at, before_id = before or (None, None)
-    return await conn.fetch(LIST_CONVERSATIONS, user_id, before_at, before_id, limit)
+    if before is None:
+        return await conn.fetch(LIST_CONVERSATIONS, user_id, limit)
+    return await conn.fetch(LIST_CONVERSATIONS_BEFORE, user_id, limit, *before)
 
 
 MARK_READ = """

@@ -10,6 +10,7 @@ import asyncpg
 
 from commpro.quality.alerts import Alert
 from commpro.quality.summary import Figures
+from commpro.sqlparts import and_filters
 
 # A completed call gets a row (its summary is fetched by a job); None when it has one already,
 # or did not complete. Its summary is the one of the leg that carried the conversation on the
@@ -105,20 +106,21 @@ async def call_alerts(conn: asyncpg.Connection, user_id: str, call_id: uuid.UUID
     return await conn.fetch(CALL_ALERTS, user_id, call_id)
 
 
+# The filters present pick the statement (see commpro.sqlparts).
+LIST_ALERTS_FILTERS = {"since": "created_at >= {}", "before": "(created_at, id) < ({}, {})"}
 LIST_ALERTS = f"""
 SELECT {ALERT_COLUMNS} FROM quality_alerts
-WHERE user_id = $1
-  AND ($2::timestamptz IS NULL OR created_at >= $2)
-  AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
+WHERE user_id = $1{{filters}}
 ORDER BY created_at DESC, id DESC
-LIMIT $5
+LIMIT {{limit}}
 """
 
 
 async def list_alerts(conn: asyncpg.Connection, user_id: str, since: datetime | None,
                       before: tuple[datetime, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
-    before_at, before_id = before or (None, None)
-    return await conn.fetch(LIST_ALERTS, user_id, since, before_at, before_id, limit)
+    filters, args = and_filters(LIST_ALERTS_FILTERS, {"since": since, "before": before}, first=2)
+    query = LIST_ALERTS.format(filters=filters, limit=f"${len(args) + 2}")
+    return await conn.fetch(query, user_id, *args, limit)
 
 
 GET_DELIVERY = f"""

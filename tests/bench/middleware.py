@@ -1,4 +1,4 @@
-"""`make bench`: what access logging, metrics, auth and the error middleware cost per request.
+"""`python -m tests.bench.middleware`: what access logging, metrics, auth and the error middleware cost per request.
 
 The same handler is served by a bare aiohttp app and by the full CommPro app (logs written to
 /dev/null, so that JSON formatting and redaction count but the terminal does not); each gets the

@@ -1,0 +1,115 @@
+"""The SQL ceiling of each webhook: its statements alone, at the load's concurrency.
+
+CommPro's are the same store functions its handlers call, in one transaction each, through an
+asyncpg pool the size of the server's, 32 at a time (no HTTP, no signature, no log). The
+reference stack's single UPDATE goes through pgbench, as node-postgres would send it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from commpro.calls import store as calls
+from commpro.config import Config
+from commpro.db import create_pool
+from commpro.events import store as events
+from commpro.keys import KeyRing
+from commpro.messages import store as messages
+from commpro.messages.content import seal
+from commpro.numbers import store as numbers
+from tests.bench.seed import CALLER
+from tests.bench.stack import pinned
+
+PEER_UPDATE = """\\set i random(1, {count})
+UPDATE peer_calls SET status = 'ringing', status_rank = 1, duration_s = COALESCE(NULL::int, duration_s),
+  updated_at = now() WHERE sid = 'CAc' || md5('CAc' || :i) AND status_rank < 1;
+"""
+
+
+def pgbench_tps(database_url: str, count: int, conns: int, duration: float, work: Path) -> float | None:
+    """The reference UPDATE's ceiling in transactions per second, or None without pgbench."""
+    import pgserver  # it ships a pgbench of its server's version
+
+    binary = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pgbench"
+    binary = str(binary) if binary.exists() else shutil.which("pgbench")
+    if binary is None:
+        return None
+    script = work / "peer-update.sql"
+    script.write_text(PEER_UPDATE.format(count=count))
+    out = subprocess.run(pinned(1, [binary, "-n", "-M", "prepared", "-c", str(conns), "-j", "1",
+                                    "-T", str(int(duration)), "-f", str(script), database_url]),
+                         capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("tps"))
+    return float(line.split("=")[1].split()[0])
+
+
+async def _drive(pool: asyncpg.Pool, op, conns: int, duration: float) -> float:
+    done = 0
+    end = time.perf_counter() + duration
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < end:
+            async with pool.acquire() as conn, conn.transaction():
+                await op(conn)
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    return done / (time.perf_counter() - started)
+
+
+async def asyncpg_tps(config: Config, ceiling_sids: list[str], message_sids: list[str], to_number: str,
+                      conns: int, duration: float) -> dict[str, float]:
+    """Transactions per second of each webhook's statements, 32 at a time."""
+    pool = await create_pool(config.database.url, max_size=config.database.pool_max)
+    keyring = KeyRing(config.crypto)
+    sids, msids, n = itertools.cycle(ceiling_sids), itertools.cycle(message_sids), itertools.count()
+    msg_status = itertools.cycle(["sent"] * len(message_sids) + ["delivered"] * len(message_sids))
+
+    async def status(conn: asyncpg.Connection) -> None:
+        call = await calls.find_webhook_call(conn, None, next(sids))
+        if await calls.apply_status(conn, call["id"], "ringing", 0, None, None, 60.0, answers=True):
+            await events.publish(conn, call["user_id"], "call.status", {"callId": str(call["id"]), "status": "ringing"})
+
+    async def sms(conn: asyncpg.Connection) -> None:
+        number = await numbers.get_number_by_e164(conn, to_number)
+        user, message_id, i = number["user_id"], uuid.uuid4(), next(n)
+        sender = "+3368" + str(7000000 + i % 5000)
+        contact = await messages.upsert_contact(conn, user, sender)
+        key = await keyring.data_key(conn, user, create=True)
+        body = f"Bonjour, message de charge numero {i}".encode()
+        if await messages.insert_inbound(conn, message_id, user, contact["id"], number["id"], "SM" + uuid.uuid4().hex,
+                                         sender, to_number, seal(key, "body", user, message_id, body), 1, "GSM-7", 0,
+                                         60.0):
+            await events.publish(conn, user, "message.received",
+                                 {"messageId": str(message_id), "contactId": str(contact["id"]), "numMedia": 0})
+
+    async def message_status(conn: asyncpg.Connection) -> None:
+        sid, state = next(msids), next(msg_status)
+        message = await messages.find_webhook_message(conn, None, sid)
+        await messages.set_message_sid(conn, message["id"], sid)
+        if await messages.apply_status(conn, message["id"], state, None, 60.0):
+            await events.publish(conn, message["user_id"], "message.status",
+                                 {"messageId": str(message["id"]), "status": state})
+
+    async def voice(conn: asyncpg.Connection) -> None:
+        number = await numbers.get_number_by_e164(conn, to_number)
+        call_id, _ = await calls.insert_inbound_call(conn, number["user_id"], number["id"], "CA" + uuid.uuid4().hex,
+                                                     CALLER, to_number)
+        await events.publish(conn, number["user_id"], "call.created",
+                             {"callId": str(call_id), "direction": "inbound", "status": "ringing"})
+
+    try:
+        return {name: await _drive(pool, op, conns, duration)
+                for name, op in (("status", status), ("sms", sms), ("msgstatus", message_status), ("voice", voice))}
+    finally:
+        await pool.close()

@@ -1,0 +1,124 @@
+"""Rows for a bench run, made by PostgreSQL itself (generate_series): a million in seconds.
+
+Webhook scenarios get a number, calls and messages with the SIDs the load will post; list
+scenarios get a big user (BENCH_ROWS calls; BENCH_ROWS messages over 10,000 contacts, one of
+them with a tenth) and a small one (10,000 of each), among other users' rows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import asyncpg
+
+from commpro.calls.store import STATUS_RANK as CALL_RANK
+from commpro.messages.store import STATUS_RANK as MESSAGE_RANK
+from commpro.numbers.store import insert_number
+
+USER = "bench-user"
+CALLER = "+14155550100"
+BIG, SMALL = "bench-big", "bench-small"
+ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
+SMALL_ROWS = 10_000
+OTHER_USERS, OTHER_ROWS = 10, int(os.environ.get("BENCH_OTHER_ROWS", "20000"))
+# Calls: one every 30 s back from now for the big user (a year), spread over the same year for the
+# small one, so that a day or 92 days hold the same share of each.
+SPAN_S = 365 * 86400
+
+SEED_CALLS = """
+INSERT INTO calls (user_id, phone_number_id, sid, direction, from_number, to_number, status, status_rank)
+SELECT $1, $2, $3 || md5($3 || g::text), 'outbound', $4, $5, 'initiated', $6
+FROM generate_series(1, $7) g
+RETURNING sid
+"""
+PEER_CALLS = "INSERT INTO peer_calls (sid, status, status_rank) SELECT unnest($1::text[]), 'initiated', 0"
+SEED_CONTACT = """
+INSERT INTO contacts (user_id, phone_number) VALUES ($1, $2)
+ON CONFLICT (user_id, phone_number) DO UPDATE SET name = contacts.name RETURNING id
+"""
+SEED_MESSAGES = """
+INSERT INTO messages (user_id, contact_id, phone_number_id, sid, direction, from_number, to_number, status,
+                      status_rank)
+SELECT $1, $2, $3, 'SM' || md5('bench' || g::text), 'outbound', $4, $5, 'queued', $6
+FROM generate_series(1, $7) g
+RETURNING sid
+"""
+
+
+async def webhook_fixtures(conn: asyncpg.Connection, peer_schema: str, to_number: str, count: int,
+                           out: Path) -> dict[str, Path]:
+    """The number the load calls, `count` call SIDs for each stack and for the SQL ceiling, as
+    many message SIDs; the SID files the load generators read."""
+    number = await insert_number(conn, USER, to_number, identity=USER)
+    files = {}
+    for name, prefix in (("calls", "CA"), ("ceiling_calls", "CAc")):
+        sids = [r["sid"] for r in await conn.fetch(SEED_CALLS, USER, number["id"], prefix, to_number, CALLER,
+                                                   CALL_RANK["initiated"], count)]
+        # The reference stack's table holds the same SIDs: the load's, and its SQL ceiling's.
+        await conn.execute(peer_schema)
+        await conn.execute(PEER_CALLS, sids)
+        files[name] = out / f"{name}.txt"
+        files[name].write_text("\n".join(sids) + "\n")
+    contact = await conn.fetchval(SEED_CONTACT, USER, CALLER)
+    sids = [r["sid"] for r in await conn.fetch(SEED_MESSAGES, USER, contact, number["id"], to_number, CALLER,
+                                               MESSAGE_RANK["queued"], count)]
+    files["messages"] = out / "messages.txt"
+    files["messages"].write_text("\n".join(sids) + "\n")
+    return files
+
+
+LIST_CALLS_ROWS = """
+INSERT INTO calls (user_id, sid, direction, from_number, to_number, status, status_rank, created_at)
+SELECT $1, NULL, CASE WHEN g % 2 = 0 THEN 'inbound' ELSE 'outbound' END, '+14155550100', '+33123456789',
+       (ARRAY['completed', 'completed', 'completed', 'no-answer', 'busy'])[1 + g % 5], 3,
+       now() - make_interval(secs => g * $3::float8 / $2)
+FROM generate_series(1, $2) g
+"""
+LIST_CONTACTS = """
+INSERT INTO contacts (user_id, phone_number)
+SELECT $1, '+1415' || lpad(g::text, 7, '0') FROM generate_series(1, $2) g
+"""
+# A tenth of the messages with the first contact, the rest over the others; a minute apart.
+LIST_MESSAGES_ROWS = """
+WITH c AS (SELECT id, row_number() OVER (ORDER BY phone_number) AS n FROM contacts WHERE user_id = $1)
+INSERT INTO messages (user_id, contact_id, direction, from_number, to_number, status, status_rank, created_at)
+SELECT $1, c.id, 'inbound', '+14155550100', '+33123456789', 'received', 3, now() - make_interval(mins => g)
+FROM generate_series(1, $2) g
+JOIN c ON c.n = CASE WHEN g % 10 = 0 THEN 1 ELSE 2 + g % ($3 - 1) END
+"""
+LIST_CONVERSATIONS_ROWS = """
+INSERT INTO conversations (contact_id, user_id, last_message_id, last_message_at)
+SELECT DISTINCT ON (contact_id) contact_id, user_id, id, created_at FROM messages
+WHERE user_id = $1 ORDER BY contact_id, created_at DESC, id DESC
+"""
+
+
+# Indexes that are not constraints: dropped while the rows go in, built again after (one sort
+# each, instead of a million insertions into each).
+SECONDARY_INDEXES = """
+SELECT indexname, indexdef FROM pg_indexes
+WHERE schemaname = 'public' AND tablename = ANY($1::text[])
+  AND indexname NOT IN (SELECT conname FROM pg_constraint)
+"""
+
+
+async def list_rows(conn: asyncpg.Connection) -> None:
+    """Calls, contacts, messages and conversations for the big and small users, and others' calls."""
+    indexes = await conn.fetch(SECONDARY_INDEXES, ["calls", "messages", "conversations"])
+    for index in indexes:
+        await conn.execute(f'DROP INDEX "{index["indexname"]}"')
+    for user, rows, contacts in ((BIG, ROWS, 10_000), (SMALL, SMALL_ROWS, 100)):
+        await conn.execute(LIST_CALLS_ROWS, user, rows, SPAN_S)
+        await conn.execute(LIST_CONTACTS, user, contacts)
+        await conn.execute(LIST_MESSAGES_ROWS, user, rows, contacts)
+        await conn.execute(LIST_CONVERSATIONS_ROWS, user)
+    for i in range(OTHER_USERS):
+        await conn.execute(LIST_CALLS_ROWS, f"bench-other-{i}", OTHER_ROWS, SPAN_S)
+    async with conn.transaction():
+        await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        for index in indexes:
+            await conn.execute(index["indexdef"])
+    # Statistics and the visibility map, as autovacuum would leave them on a table this size.
+    for table in ("calls", "contacts", "messages", "conversations"):
+        await conn.execute(f"VACUUM ANALYZE {table}")
