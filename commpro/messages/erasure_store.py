@@ -10,7 +10,7 @@ import asyncpg
 # queue (commpro.jobs) in the same statement, queued again when a shred asks for more than an
 # earlier erasure did; the count of erasures queued is the answer.
 QUEUE_JOBS = """
-jobs AS (
+queued_jobs AS (
     INSERT INTO jobs (kind, key) SELECT 'twilio-erasure', message_sid FROM queued
     ON CONFLICT (kind, key) DO UPDATE
     SET state = 'pending', run_at = now(), attempts = 0, claim = NULL, lease_until = NULL, last_error = NULL
