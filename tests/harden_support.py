@@ -36,7 +36,9 @@ def base_env(database_url: str, data_dir: Path, port: int) -> dict[str, str]:
             # a key's lease lapses after 3 s, an unconfirmed create is swept after 2 s.
             "COMMPRO_TWILIO_TIMEOUT_S": "1", "COMMPRO_IDEMPOTENCY_LEASE_S": "3",
             "COMMPRO_IDEMPOTENCY_SWEEP_INTERVAL_S": "0.5", "COMMPRO_MESSAGES_UNCONFIRMED_AFTER_S": "2",
-            "COMMPRO_CALLS_UNCONFIRMED_AFTER_S": "2"}
+            "COMMPRO_CALLS_UNCONFIRMED_AFTER_S": "2",
+            # The scenarios read the processes' logs as JSON lines.
+            "LOG_FORMAT": "json"}
 
 
 class ServiceProcess:

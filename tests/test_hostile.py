@@ -86,6 +86,21 @@ async def test_malformed_multipart_mms_is_400(service, body):
     assert_shape(await resp.json())
 
 
+NESTED = (b"--xyz\r\nContent-Type: multipart/mixed; boundary=inner\r\n\r\n"
+          b"--inner\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nRIFF\r\n--inner--\r\n--xyz--\r\n")
+
+
+async def test_nested_multipart_is_400_on_every_upload(service):
+    user = new_user()
+    number = await service.add_number(user)
+    async with service.pool.acquire() as conn:
+        number_id = await conn.fetchval("SELECT id FROM phone_numbers WHERE e164 = $1", number)
+    headers = {**service.auth(user), "Content-Type": "multipart/form-data; boundary=xyz"}
+    for method, path in (("POST", "/api/messages/send-mms"), ("PUT", f"/api/numbers/{number_id}/greetings/voicemail")):
+        resp = await service.client.request(method, path, data=NESTED, headers=headers)
+        assert error_of(resp.status, await resp.json(), 400)["code"] == "bad_request", path
+
+
 async def test_multipart_without_a_boundary_is_400(service):
     headers = {**service.auth(), "Content-Type": "multipart/form-data"}
     resp = await service.client.post("/api/messages/send-mms", data=b"--a\r\n", headers=headers)

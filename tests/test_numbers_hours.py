@@ -55,6 +55,9 @@ def test_exceptions_close_a_day_or_change_its_hours():
     {**EVERY_DAY_9_TO_5, "weekly": {"monday": [["09:00", "17:00"]]}},
     {**EVERY_DAY_9_TO_5, "weekly": {"mon": [["9h", "17h"]]}},
     {**EVERY_DAY_9_TO_5, "exceptions": [{"date": "25/12", "hours": []}]},
+    # ISO forms other than YYYY-MM-DD would never match a day, and be silently ignored.
+    {**EVERY_DAY_9_TO_5, "exceptions": [{"date": "20261225", "hours": []}]},
+    {**EVERY_DAY_9_TO_5, "exceptions": [{"date": "2026-W52-5", "hours": []}]},
     {**EVERY_DAY_9_TO_5, "afterHours": "forward"},
     {**EVERY_DAY_9_TO_5, "afterHours": "party"}, {**EVERY_DAY_9_TO_5, "extra": 1}, [], "9-5",
 ])

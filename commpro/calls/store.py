@@ -206,10 +206,14 @@ async def find_webhook_call(conn: asyncpg.Connection, call_id: uuid.UUID | None,
     return None
 
 
+# A repeated callback never brings back a recording the user deleted, and a voicemail never
+# takes the place of the call's own (<Dial record>) recording, which would then never be deleted
+# at Twilio.
 SET_RECORDING = """
 UPDATE calls SET recording_sid = $2, recording_url = $3, recording_duration_s = $4,
        voicemail = voicemail OR $5, updated_at = now()
-WHERE id = $1
+WHERE id = $1 AND recording_deleted_at IS NULL
+  AND (recording_sid IS NULL OR recording_sid = $2 OR voicemail)
 """
 
 

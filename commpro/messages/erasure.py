@@ -60,7 +60,9 @@ async def erase_one(app: web.Application, job: Job) -> None:
             await erasure_store.record_failure(conn, job.key, exc.message)
         raise Retry(f"erasure at Twilio failed: {exc.code}") from None
     async with pool.acquire() as conn:
-        await erasure_store.mark_done(conn, job.key)
+        done = await erasure_store.mark_done(conn, row)
+    if not done:
+        raise Retry("a shred asked for more meanwhile")
     log.info("erased_at_twilio", message_sid=job.key, reason=row["reason"])
 
 

@@ -86,14 +86,17 @@ async def get_pending(conn: asyncpg.Connection, message_sid: str) -> asyncpg.Rec
     return await conn.fetchrow(PENDING, message_sid)
 
 
+# Only what was read is done: a shred that widened the row meanwhile (every media, not only
+# those stored) leaves it pending, and the job runs again for the rest.
 MARK_DONE = """
 UPDATE twilio_erasures SET state = 'done', done_at = now(), last_error = NULL, attempts = attempts + 1
-WHERE message_sid = $1
+WHERE message_sid = $1 AND reason = $2 AND media_sids IS NOT DISTINCT FROM $3::text[]
 """
 
 
-async def mark_done(conn: asyncpg.Connection, message_sid: str) -> None:
-    await conn.execute(MARK_DONE, message_sid)
+async def mark_done(conn: asyncpg.Connection, row: asyncpg.Record) -> bool:
+    """False when the row asks for more than `row` did (the erasure must run again)."""
+    return await conn.execute(MARK_DONE, row["message_sid"], row["reason"], row["media_sids"]) == "UPDATE 1"
 
 
 FAILED = """

@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from commpro.appkeys import config_key, keyring_key, pool_key
 from commpro.auth import user_id
@@ -136,6 +137,8 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, str], list[tu
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):  # a nested multipart has no name to check
+                raise BadRequest("Nested multipart bodies are not accepted")
             if part.name == "media":
                 data = bytearray()
                 while chunk := await part.read_chunk(64 * 1024):
@@ -151,7 +154,7 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, str], list[tu
                 fields[part.name] = (await part.read(decode=True)).decode("utf-8")
             else:
                 fields[part.name or ""] = ""  # reported as an unknown field
-    except (ValueError, UnicodeDecodeError, AssertionError):
+    except (ValueError, UnicodeDecodeError, AssertionError, HttpProcessingError):
         raise BadRequest("The multipart body is malformed") from None
     refuse_nul(fields, "The multipart fields")
     if not uploads:

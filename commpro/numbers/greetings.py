@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from commpro.appkeys import config_key, keyring_key, pool_key
@@ -57,6 +57,8 @@ async def _read_audio(request: web.Request, limit: int) -> tuple[bytes, str]:
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):  # a nested multipart has no name to check
+                raise BadRequest("Nested multipart bodies are not accepted")
             if part.name != "file":
                 raise ValidationError(details={part.name or "": "unknown part; the audio goes in 'file'"})
             buf = bytearray()

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from commpro.validation import is_e164
 
+ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 AFTER_HOURS = ("voicemail", "reject", "forward")
 KEYS = {"timeZone", "weekly", "exceptions", "afterHours", "afterHoursGreeting", "afterHoursForwardTo"}
@@ -72,6 +73,10 @@ def validate(value: object) -> dict[str, Any]:
         if not isinstance(item, dict) or set(item) != {"date", "hours"}:
             raise ValueError("exceptions: each is {date: YYYY-MM-DD, hours: [] (closed) or ranges}")
         try:
+            # Exactly YYYY-MM-DD: fromisoformat also takes 20261225 and 2026-W52-5, which would
+            # never match a day's isoformat() and so be silently ignored.
+            if not ISO_DATE.match(item["date"]):
+                raise ValueError
             date.fromisoformat(item["date"])
         except (TypeError, ValueError):
             raise ValueError("exceptions: date is YYYY-MM-DD") from None

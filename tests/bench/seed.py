@@ -35,7 +35,7 @@ RETURNING sid
 PEER_CALLS = "INSERT INTO peer_calls (sid, status, status_rank) SELECT unnest($1::text[]), 'initiated', 0"
 SEED_CONTACT = """
 INSERT INTO contacts (user_id, phone_number) VALUES ($1, $2)
-ON CONFLICT (user_id, phone_number) DO UPDATE SET name = contacts.name RETURNING id
+ON CONFLICT (user_id, phone_number) DO UPDATE SET updated_at = contacts.updated_at RETURNING id
 """
 SEED_MESSAGES = """
 INSERT INTO messages (user_id, contact_id, phone_number_id, sid, direction, from_number, to_number, status,
