@@ -178,7 +178,14 @@ class Service:
         """Wait until the sandbox has played every lifecycle it started (each posts its callbacks
         and waits for our answers, so our side is done too)."""
         while self.sandbox.tasks:
-            await asyncio.wait_for(asyncio.gather(*list(self.sandbox.tasks)), WAIT_S)
+            pending = [task for task in self.sandbox.tasks if not task.done()]
+            if pending:
+                await asyncio.wait_for(asyncio.gather(*pending), WAIT_S)
+            else:
+                # Done, but their done-callbacks (which remove them) have not run yet. Python
+                # 3.12's gather() of done tasks returns without yielding: without this the loop
+                # would spin for ever.
+                await asyncio.sleep(0)
 
     async def sandbox_control(self, **payload) -> None:
         auth = aiohttp.encode_basic_auth(self.config.twilio.account_sid, self.config.twilio.auth_token)
