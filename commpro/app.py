@@ -28,9 +28,9 @@ from commpro.dbhealth import health_ctx
 from commpro.errors import error_middleware
 from commpro.events import events_retention, hub_ctx
 from commpro.events import routes as event_routes
-from commpro.guards import idempotency_retention
+from commpro.guards import idempotency_retention, rate_limits_retention
 from commpro.jobs import JobQueue, jobs_ctx
-from commpro.jobs.retention import jobs_retention, rate_limits_retention
+from commpro.jobs.retention import jobs_retention
 from commpro.keys import KeyRing
 from commpro.logs import access_middleware
 from commpro.messages import media as message_media

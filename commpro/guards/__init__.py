@@ -130,3 +130,11 @@ def idempotency_retention(config: Config) -> Kind:
     """Keys are kept idempotency.retention_s, then purged (a recurring job)."""
     return retention_kind("idempotency-retention", delete_old_keys, config.idempotency.retention_s,
                           config.idempotency.sweep_interval_s)
+
+
+def rate_limits_retention(config: Config) -> Kind:
+    """A rate-limit bucket refills to full within a minute of its last spend, and a full bucket
+    is what a missing row means, so a bucket idle for `jobs.rate_limit_idle_s` (at least 60) can
+    go without changing any answer (a recurring job)."""
+    return retention_kind("rate-limits-retention", store.delete_idle_buckets, config.jobs.rate_limit_idle_s,
+                          config.jobs.retention_interval_s)

@@ -114,3 +114,10 @@ async def spend_token(conn: asyncpg.Connection, user_id: str, name: str, per_min
         return 0
     tokens = await conn.fetchval(TOKENS_NOW, user_id, name, float(per_minute), rate) or 0.0
     return max(1, math.ceil((1 - tokens) / rate))
+
+
+DELETE_IDLE_BUCKETS = "DELETE FROM rate_limits WHERE updated_at < $1"
+
+
+async def delete_idle_buckets(conn: asyncpg.Connection, before: datetime) -> int:
+    return int((await conn.execute(DELETE_IDLE_BUCKETS, before)).split()[-1])
