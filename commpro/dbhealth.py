@@ -34,8 +34,10 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, _OUTAGE):
         return True
     # asyncpg's own "connection is closed" / "pool is closing" carry no class of their own, nor
-    # does the state error of a connection the server dropped in the middle of a query.
-    return (isinstance(exc, asyncpg.InterfaceError) and "clos" in str(exc)
+    # does the state error of a connection the server dropped in the middle of a query. A pooled
+    # connection the server closed is handed back to its pool at once, so the next call on it
+    # says "released back to the pool".
+    return (isinstance(exc, asyncpg.InterfaceError) and ("clos" in str(exc) or "released back" in str(exc))
             or isinstance(exc, asyncpg.InternalClientError) and "another operation" in str(exc))
 
 

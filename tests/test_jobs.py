@@ -75,6 +75,29 @@ async def test_a_failing_job_is_retried_and_shutdown_stops_its_loop(start_servic
     assert any(r["event"] == "background_stopped" and r["task"] == name for r in logs.records())
 
 
+async def test_a_job_whose_database_connection_dies_is_retried_without_a_traceback(start_service, logs):
+    """The database going away under a job is an outage, not a bug: the job is due again after
+    its backoff, and the log says so in one line (the health tracker reports the outage)."""
+    name = kind_name()
+
+    async def loses_its_connection(app, job) -> None:
+        async with service.pool.acquire() as conn:
+            async with service.pool.acquire() as other:
+                await other.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+            await conn.fetchval("SELECT 1")
+
+    kind = Kind(name, loses_its_connection, Backoff(first_s=30, jitter=0), poll_s=3600)
+    service = await start_service(app_hook=registering(kind))
+    now = datetime.now(UTC) + timedelta(hours=1)
+    await add_job(service, name, run_at=now)  # beyond the loop's reach: driven by hand
+    assert await run_due(service.app, name, now=now) == 0
+    row = await job_row(service, name)
+    assert (row["state"], row["attempts"], row["run_at"]) == ("pending", 1, now + timedelta(seconds=30))
+    lines = [r for r in logs.records() if r.get("kind") == name]
+    assert [r["event"] for r in lines] == ["job_interrupted", "job_retry"]
+    assert not [r for r in lines if "exception" in r]
+
+
 def test_backoff_doubles_with_jitter_within_its_bounds():
     backoff = Backoff(first_s=5, max_s=60, jitter=0.2)
     assert [backoff.delay(n, rand=lambda: 0.0) for n in (1, 2, 3, 4, 5, 6)] == [5, 10, 20, 40, 60, 60]

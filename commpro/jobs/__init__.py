@@ -241,7 +241,12 @@ async def _run_one(app: web.Application, kind: Kind, job: Job, token: uuid.UUID)
     except Retry as exc:
         reason = exc.reason
     except Exception as exc:  # a bug or an unexpected answer: retried like any failure, and logged
-        log.exception("job_crashed", kind=kind.name, key=job.key)
+        if is_outage(exc):
+            # The database went away under the job: retried like any failure, and the outage
+            # itself is logged once by the health tracker, so no traceback here.
+            log.warning("job_interrupted", kind=kind.name, key=job.key, reason="database_unavailable")
+        else:
+            log.exception("job_crashed", kind=kind.name, key=job.key)
         reason = type(exc).__name__
     else:
         if isinstance(outcome, Later):
