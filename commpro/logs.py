@@ -29,7 +29,7 @@ _SECRET_KEYS = re.compile(
     r"(token|secret|password|authorization|auth|signature|body|master_key|api_key|cookie|dsn)",
     re.IGNORECASE,
 )
-_ALLOWED_KEYS = frozenset({"event", "level", "timestamp", "logger", "status", "duration_ms"})
+_ALLOWED_KEYS = frozenset({"level", "timestamp", "logger", "status", "duration_ms"})
 # E.164 as Twilio and our API write it, also URL-encoded (%2B) inside paths and queries.
 _PHONE = re.compile(r"(\+|%2B)(\d{3,11})(\d{4})(?!\d)", re.IGNORECASE)
 # A JWT (three base64url parts) anywhere in free text, e.g. inside a library's message.
