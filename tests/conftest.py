@@ -90,8 +90,9 @@ def pg_server_url(tmp_path_factory) -> str:
     return embedded_database_url(tmp_path_factory.mktemp("pg"), database="postgres")
 
 
-async def create_database(server_url: str) -> str:
-    name = "commpro_test_" + uuid.uuid4().hex[:12]
+async def create_database(server_url: str, prefix: str = "commpro_test_") -> str:
+    """A new, empty database on the server; its URL."""
+    name = prefix + uuid.uuid4().hex[:12]
     conn = await asyncpg.connect(server_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import aiohttp
@@ -61,15 +60,9 @@ def database_server_url() -> str:
 
 
 async def fresh_database(server_url: str) -> str:
-    from tests.conftest import with_database
+    from tests.conftest import create_database
 
-    name = "commpro_bench_" + uuid.uuid4().hex[:8]
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return with_database(server_url, name)
+    return await create_database(server_url, prefix="commpro_bench_")
 
 
 async def drop_database(server_url: str, url: str) -> None:
