@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from commpro.sandbox import store
 from commpro.sandbox.faults import FAULTS
 from commpro.sandbox.lifecycle import call_params, finish_inbound_call, post_signed
 from commpro.sandbox.state import (
@@ -54,8 +55,7 @@ async def simulate_sms(request: web.Request) -> web.Response:
         except (KeyError, TypeError, binascii.Error):
             raise web.HTTPBadRequest(reason="media items are {contentType, dataBase64}") from None
         message.media.append(media)
-        state.media[media.sid] = media
-    state.messages[sid] = message
+    await state.add_message(message)
     api = state.config.api_base_url
     params = {
         "AccountSid": state.account_sid, "ApiVersion": API_VERSION, "MessageSid": sid, "SmsSid": sid,
@@ -78,7 +78,7 @@ async def simulate_call(request: web.Request) -> web.Response:
     state = request.app[sandbox_state_key]
     data = await _json(request, "from", "to")
     call = SandboxCall(new_sid("CA"), state.account_sid, data["from"], data["to"], "inbound", status="ringing")
-    state.calls[call.sid] = call
+    await state.save_call(call)
     base = state.config.public_base_url
     voice_url, status_url = base + "/webhook/voice", base + "/webhook/voice/status"
     answer = await post_signed(state, voice_url, call_params(call))
@@ -105,12 +105,8 @@ async def control(request: web.Request) -> web.Response:
             raise web.HTTPBadRequest(reason="account is 'active' or 'suspended'")
         state.account_status = account
     if data.get("pricesNow") is True:
-        for call in state.calls.values():
-            if call.end is not None:
-                call.price_at = now()
-        for message in state.messages.values():
-            if message.status in ("delivered", "undelivered", "failed", "received"):
-                message.price_at = now()
+        # Ended calls and final messages have a price time: it is now (for every process).
+        await store.price_now(state.db(), state.account_sid, now())
     summary_errors = data.get("summaryErrors")
     if summary_errors is not None:
         if not isinstance(summary_errors, list) or not all(e in (404, 429) for e in summary_errors):
