@@ -172,7 +172,7 @@ async def update_message(request: web.Request) -> web.Response:
         # The sandbox's choice of code: Twilio redacts only post-flight messages.
         return twilio_error(400, 30400, "The message is not final yet: its body cannot be redacted")
     message.body, message.redacted, message.updated = "", True, now()
-    if not await store.redact_message(state.db(), message.sid, message.updated):
+    if not await store.redact_message(state.db(), message.sid, state.account_sid, message.updated):
         return not_found()
     state.erasures.append(("redact", message.sid))
     return web.json_response(message.json())
@@ -181,7 +181,7 @@ async def update_message(request: web.Request) -> web.Response:
 @routes.delete(ACCOUNT + "/Messages/{sid}/Media/{media_sid}.json", name="sandbox_delete_media")
 async def delete_media(request: web.Request) -> web.Response:
     state, sid, media_sid = _state(request), request.match_info["sid"], request.match_info["media_sid"]
-    if not await store.delete_media(state.db(), media_sid, sid):
+    if not await store.delete_media(state.db(), media_sid, sid, state.account_sid):
         return not_found()
     state.erasures.append(("delete-media", media_sid))
     return web.Response(status=204)

@@ -96,7 +96,9 @@ async def control(request: web.Request) -> web.Response:
     {"summariesComplete": true} makes every summary complete at once; {"mediaRedirect": "s3"}
     makes media URLs redirect to an S3-like host instead of the media host ("cdn");
     {"createFaults": ["late", "drop", "hang"], "faultDelayS": 2} makes the next creates answer
-    late, drop the connection, or hang (sandbox/faults.py)."""
+    late, drop the connection, or hang (sandbox/faults.py); {"forget": true} deletes every call,
+    message, media and recording of the account from the database (lifecycles still playing
+    write theirs again at their next step)."""
     state = request.app[sandbox_state_key]
     data = await _json(request)
     account = data.get("account")
@@ -104,6 +106,8 @@ async def control(request: web.Request) -> web.Response:
         if account not in ("active", "suspended"):
             raise web.HTTPBadRequest(reason="account is 'active' or 'suspended'")
         state.account_status = account
+    if data.get("forget") is True:
+        await store.forget(state.db(), state.account_sid)
     if data.get("pricesNow") is True:
         # Ended calls and final messages have a price time: it is now (for every process).
         await store.price_now(state.db(), state.account_sid, now())

@@ -83,7 +83,7 @@ class SandboxState:
 
     # Calls: written whole by the process that plays them, at each change.
     async def call(self, sid: str) -> SandboxCall | None:
-        return await store.get_call(self.db(), sid)
+        return await store.get_call(self.db(), sid, self.account_sid)
 
     async def calls_from(self, number: str) -> list[SandboxCall]:
         return await store.calls_from(self.db(), number)
@@ -96,7 +96,7 @@ class SandboxState:
 
     # Messages and media. A message read back holds its media's descriptions, not their bytes.
     async def message(self, sid: str) -> SandboxMessage | None:
-        return await store.get_message(self.db(), sid)
+        return await store.get_message(self.db(), sid, self.account_sid)
 
     async def messages_from(self, number: str) -> list[SandboxMessage]:
         return await store.messages_from(self.db(), number)
@@ -109,14 +109,14 @@ class SandboxState:
         await store.save_message_status(self.db(), message)
 
     async def media(self, sid: str) -> SandboxMedia | None:
-        return await store.get_media(self.db(), sid)
+        return await store.get_media(self.db(), sid, self.account_sid)
 
     async def add_media(self, media: SandboxMedia) -> None:
         await store.insert_media(self.db(), media)
 
     # Recordings.
     async def recording(self, sid: str) -> SandboxRecording | None:
-        return await store.get_recording(self.db(), sid)
+        return await store.get_recording(self.db(), sid, self.account_sid)
 
     async def recordings_of(self, call_sid: str) -> list[SandboxRecording]:
         return await store.recordings_of(self.db(), call_sid)
@@ -125,7 +125,7 @@ class SandboxState:
         await store.insert_recording(self.db(), rec)
 
     async def delete_recording(self, sid: str) -> bool:
-        return await store.delete_recording(self.db(), sid)
+        return await store.delete_recording(self.db(), sid, self.account_sid)
 
     def spawn(self, coro, delay_s: float = 0.0) -> asyncio.Task:
         if delay_s > 0:

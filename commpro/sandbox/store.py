@@ -2,7 +2,8 @@
 
 It lives in the service's database but in a schema of its own, `sandbox`, which the sandbox
 creates and evolves itself (SCHEMA_STEPS, its version in `sandbox.meta`): the product's sql/
-migrations know nothing of it. So a restarted `make run` still serves the recordings, prices,
+migrations know nothing of it. Rows belong to an account, as at Twilio: another account's SIDs
+are not found. So a restarted `make run` still serves the recordings, prices,
 summaries and media of earlier calls and messages, and several processes on one database share
 one sandbox. Every mutation is one statement; `DROP SCHEMA sandbox CASCADE` forgets it all.
 """
@@ -167,11 +168,11 @@ async def save_call(pool: asyncpg.Pool, call: SandboxCall) -> None:
     await pool.execute(SAVE_CALL, *_call_args(call))
 
 
-SELECT_CALL = f"SELECT {CALL_COLUMNS} FROM sandbox.calls WHERE sid = $1"
+SELECT_CALL = f"SELECT {CALL_COLUMNS} FROM sandbox.calls WHERE sid = $1 AND account_sid = $2"
 
 
-async def get_call(pool: asyncpg.Pool, sid: str) -> SandboxCall | None:
-    row = await pool.fetchrow(SELECT_CALL, sid)
+async def get_call(pool: asyncpg.Pool, sid: str, account_sid: str) -> SandboxCall | None:
+    row = await pool.fetchrow(SELECT_CALL, sid, account_sid)
     return _call(row) if row else None
 
 
@@ -262,7 +263,7 @@ SELECT {MESSAGE_COLUMNS},
         FROM sandbox.media md WHERE md.message_sid = m.sid) AS media
 FROM sandbox.messages m
 """
-SELECT_MESSAGE = SELECT_MESSAGES + "WHERE sid = $1"
+SELECT_MESSAGE = SELECT_MESSAGES + "WHERE sid = $1 AND account_sid = $2"
 
 
 def _with_media(row: asyncpg.Record) -> SandboxMessage:
@@ -272,8 +273,8 @@ def _with_media(row: asyncpg.Record) -> SandboxMessage:
     return _message(row, media)
 
 
-async def get_message(pool: asyncpg.Pool, sid: str) -> SandboxMessage | None:
-    row = await pool.fetchrow(SELECT_MESSAGE, sid)
+async def get_message(pool: asyncpg.Pool, sid: str, account_sid: str) -> SandboxMessage | None:
+    row = await pool.fetchrow(SELECT_MESSAGE, sid, account_sid)
     return _with_media(row) if row else None
 
 
@@ -285,34 +286,34 @@ async def messages_from(pool: asyncpg.Pool, number: str) -> list[SandboxMessage]
 
 
 REDACT_MESSAGE = """
-UPDATE sandbox.messages SET body = '', redacted = true, updated = $2
-WHERE sid = $1
+UPDATE sandbox.messages SET body = '', redacted = true, updated = $3
+WHERE sid = $1 AND account_sid = $2
 RETURNING sid
 """
 
 
-async def redact_message(pool: asyncpg.Pool, sid: str, at: datetime) -> bool:
-    return await pool.fetchval(REDACT_MESSAGE, sid, at) is not None
+async def redact_message(pool: asyncpg.Pool, sid: str, account_sid: str, at: datetime) -> bool:
+    return await pool.fetchval(REDACT_MESSAGE, sid, account_sid, at) is not None
 
 
 SELECT_MEDIA = """
-SELECT sid, message_sid, account_sid, content_type, data, created FROM sandbox.media WHERE sid = $1
+SELECT sid, message_sid, account_sid, content_type, data, created FROM sandbox.media WHERE sid = $1 AND account_sid = $2
 """
 
 
-async def get_media(pool: asyncpg.Pool, sid: str) -> SandboxMedia | None:
-    row = await pool.fetchrow(SELECT_MEDIA, sid)
+async def get_media(pool: asyncpg.Pool, sid: str, account_sid: str) -> SandboxMedia | None:
+    row = await pool.fetchrow(SELECT_MEDIA, sid, account_sid)
     if row is None:
         return None
     return SandboxMedia(row["sid"], row["message_sid"], row["account_sid"], row["content_type"], row["data"],
                         row["created"])
 
 
-DELETE_MEDIA = "DELETE FROM sandbox.media WHERE sid = $1 AND message_sid = $2 RETURNING sid"
+DELETE_MEDIA = "DELETE FROM sandbox.media WHERE sid = $1 AND message_sid = $2 AND account_sid = $3 RETURNING sid"
 
 
-async def delete_media(pool: asyncpg.Pool, sid: str, message_sid: str) -> bool:
-    return await pool.fetchval(DELETE_MEDIA, sid, message_sid) is not None
+async def delete_media(pool: asyncpg.Pool, sid: str, message_sid: str, account_sid: str) -> bool:
+    return await pool.fetchval(DELETE_MEDIA, sid, message_sid, account_sid) is not None
 
 
 # -- recordings --------------------------------------------------------------------------------
@@ -337,11 +338,11 @@ def _recording(row: asyncpg.Record) -> SandboxRecording:
                             channels=row["channels"], source=row["source"])
 
 
-SELECT_RECORDING = f"SELECT {RECORDING_COLUMNS} FROM sandbox.recordings WHERE sid = $1"
+SELECT_RECORDING = f"SELECT {RECORDING_COLUMNS} FROM sandbox.recordings WHERE sid = $1 AND account_sid = $2"
 
 
-async def get_recording(pool: asyncpg.Pool, sid: str) -> SandboxRecording | None:
-    row = await pool.fetchrow(SELECT_RECORDING, sid)
+async def get_recording(pool: asyncpg.Pool, sid: str, account_sid: str) -> SandboxRecording | None:
+    row = await pool.fetchrow(SELECT_RECORDING, sid, account_sid)
     return _recording(row) if row else None
 
 
@@ -352,11 +353,11 @@ async def recordings_of(pool: asyncpg.Pool, call_sid: str) -> list[SandboxRecord
     return [_recording(row) for row in await pool.fetch(SELECT_RECORDINGS_OF, call_sid)]
 
 
-DELETE_RECORDING = "DELETE FROM sandbox.recordings WHERE sid = $1 RETURNING sid"
+DELETE_RECORDING = "DELETE FROM sandbox.recordings WHERE sid = $1 AND account_sid = $2 RETURNING sid"
 
 
-async def delete_recording(pool: asyncpg.Pool, sid: str) -> bool:
-    return await pool.fetchval(DELETE_RECORDING, sid) is not None
+async def delete_recording(pool: asyncpg.Pool, sid: str, account_sid: str) -> bool:
+    return await pool.fetchval(DELETE_RECORDING, sid, account_sid) is not None
 
 
 # -- controls ----------------------------------------------------------------------------------
@@ -368,6 +369,19 @@ UPDATE sandbox.calls SET price_at = $2 WHERE account_sid = $1 AND price_at > $2
 PRICE_MESSAGES_NOW = """
 UPDATE sandbox.messages SET price_at = $2 WHERE account_sid = $1 AND price_at > $2
 """
+
+
+# {"forget": true}: the account's records are gone, as in a fresh sandbox.
+FORGET_CALLS = "DELETE FROM sandbox.calls WHERE account_sid = $1"
+FORGET_MESSAGES = "DELETE FROM sandbox.messages WHERE account_sid = $1"
+FORGET_MEDIA = "DELETE FROM sandbox.media WHERE account_sid = $1"
+FORGET_RECORDINGS = "DELETE FROM sandbox.recordings WHERE account_sid = $1"
+
+
+async def forget(pool: asyncpg.Pool, account_sid: str) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        for statement in (FORGET_CALLS, FORGET_MESSAGES, FORGET_MEDIA, FORGET_RECORDINGS):
+            await conn.execute(statement, account_sid)
 
 
 async def price_now(pool: asyncpg.Pool, account_sid: str, at: datetime) -> None:
