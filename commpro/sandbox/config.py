@@ -36,6 +36,6 @@ class SandboxConfig:
     api_base_url: str
     pacing: Pacing
     # The PostgreSQL it keeps its records in (schema `sandbox`, its own): the service's database.
-    database_url: str = ""
+    database_url: str
     # When set, webhooks are signed with HMAC-SHA256 under this shared key instead.
     webhook_signing_key: str = ""

@@ -395,4 +395,3 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
         DialCallSid=answered.sid if answered else None,
         DialCallDuration=winner.duration if winner else 0,
     ))
-
