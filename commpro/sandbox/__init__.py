@@ -26,28 +26,33 @@ def create_sandbox_app(config: SandboxConfig) -> web.Application:
     app[sandbox_state_key] = SandboxState(config)
     app.add_routes(api.routes)
     app.add_routes(simulate.routes)
-    app.cleanup_ctx.append(_resources_ctx)
+    # Cleanup runs in reverse: the lifecycles (session_ctx) end before the pool they write through.
+    app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_session_ctx)
     return app
 
 
-async def _resources_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Its own pool on the service's database (the schema created or brought up to date first),
-    and the HTTP session that posts callbacks. On the way out the lifecycles in flight are
-    cancelled before the pool they write through closes."""
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Its own few connections to the service's database, the schema created or brought up to
+    date first. Few: one write per change of a call or message, one read per REST request."""
     state = app[sandbox_state_key]
-    # Few connections: one write per change of a call or message, one read per REST request.
     state.pool = await asyncpg.create_pool(state.config.database_url, min_size=1, max_size=5)
     try:
         async with state.pool.acquire() as conn:
             await store.ensure_schema(conn)
-        state.session = aiohttp.ClientSession()
-        try:
-            yield
-        finally:
-            state.stopping.set()
-            for task in list(state.tasks):
-                task.cancel()
-            await asyncio.gather(*state.tasks, return_exceptions=True)
-            await state.session.close()
+        yield
     finally:
         await state.pool.close()
+
+
+async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
+    state = app[sandbox_state_key]
+    state.session = aiohttp.ClientSession()
+    try:
+        yield
+    finally:
+        state.stopping.set()
+        for task in list(state.tasks):
+            task.cancel()
+        await asyncio.gather(*state.tasks, return_exceptions=True)
+        await state.session.close()
