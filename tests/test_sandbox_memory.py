@@ -13,9 +13,10 @@ import asyncpg
 from commpro.sandbox import store
 from commpro.sandbox.state import API_VERSION
 from tests.conftest import new_user
-from tests.test_calls_recording import CALLER, only_call, recorded_number
+from tests.test_calls_outbound import initiate
+from tests.test_calls_recording import CALLER, recorded_number
 from tests.test_erasure import simulate_sms
-from tests.test_messages_media import PNG
+from tests.test_messages_media import PNG, mms_form, send_mms
 
 # Twilio prices a call an hour after it ends here: only pricesNow brings the price.
 PRICED_LATER = {"COMMPRO_SANDBOX_PRICE_AFTER_S": "3600"}
@@ -45,7 +46,15 @@ async def test_a_restart_keeps_recordings_prices_summaries_and_media(start_servi
     number = await recorded_number(first, user)
     call_sid = (await first.simulate_call(CALLER, number))["callSid"]
     mms_sid = await simulate_sms(first, number, "photo", media=PNG)
+    # And what the service itself asked "Twilio" for: a call and an MMS.
+    placed = await initiate(first, user, number)
+    assert placed.status == 201
+    placed_sid = (await placed.json())["sid"]
+    sent = await send_mms(first, user, mms_form(number, [(PNG, "a.png", "image/png")]))
+    assert sent.status == 201
+    sent_sid = (await sent.json())["sid"]
     await first.sandbox_idle()
+    [leg] = await first.sandbox.child_calls(placed_sid)
     [recording] = await first.sandbox.recordings_of(call_sid)
     assert (await first.twilio.client.calls(call_sid).fetch_async()).price is None  # not priced yet
     port = first.config.server.port
@@ -62,7 +71,8 @@ async def test_a_restart_keeps_recordings_prices_summaries_and_media(start_servi
     # The recording, at Twilio and through our API, which streams it from Twilio.
     fetched = await client.recordings(recording.sid).fetch_async()
     assert (fetched.call_sid, fetched.duration, fetched.channels) == (call_sid, "7", 2)
-    mine = await only_call(second, user)
+    calls = (await (await second.client.get("/api/calls", headers=second.auth(user))).json())["calls"]
+    [mine] = [c for c in calls if c["sid"] == call_sid]
     wav = await second.client.get(mine["recording"]["url"], headers=second.auth(user))
     assert wav.status == 200 and (await wav.read())[:4] == b"RIFF"
     # Voice Insights still has the call's summary.
@@ -74,6 +84,13 @@ async def test_a_restart_keeps_recordings_prices_summaries_and_media(start_servi
     assert message.price == "-0.00790"
     [media] = await client.messages(mms_sid).media.list_async()
     assert await read_media(second, media_url(second, mms_sid, media.sid)) == ("image/png", PNG)
+    # The service's own call, both its legs priced, and its MMS, delivered and priced.
+    for sid in (placed_sid, leg.sid):
+        placed_call = await client.calls(sid).fetch_async()
+        assert (placed_call.status, placed_call.price) == ("completed", "-0.01300")
+    assert (await client.calls(leg.sid).fetch_async()).parent_call_sid == placed_sid
+    sent_message = await client.messages(sent_sid).fetch_async()
+    assert (sent_message.status, sent_message.num_media, sent_message.price) == ("delivered", "1", "-0.00790")
 
 
 async def test_two_processes_on_one_database_share_one_sandbox(start_service, make_config):
