@@ -2,10 +2,10 @@
 
 It lives in the service's database but in a schema of its own, `sandbox`, which the sandbox
 creates and evolves itself (SCHEMA_STEPS, its version in `sandbox.meta`): the product's sql/
-migrations know nothing of it. Rows belong to an account, as at Twilio: another account's SIDs
-are not found. So a restarted `make run` still serves the recordings, prices,
+migrations know nothing of it. So a restarted `make run` still serves the recordings, prices,
 summaries and media of earlier calls and messages, and several processes on one database share
-one sandbox. Every mutation is one statement; `DROP SCHEMA sandbox CASCADE` forgets it all.
+one sandbox. Rows belong to an account, as at Twilio: another account's SIDs are not found.
+Each change a lifecycle makes is one statement; `DROP SCHEMA sandbox CASCADE` forgets it all.
 """
 
 from __future__ import annotations
