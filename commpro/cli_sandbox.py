@@ -73,6 +73,8 @@ def cmd_sandbox_control(config: Config, args: argparse.Namespace) -> None:
         payload["account"] = args.account
     if args.prices_now:
         payload["pricesNow"] = True
+    if args.forget:
+        payload["forget"] = True
     if args.media_failures is not None:
         payload["mediaFailures"] = args.media_failures
     if args.summary_errors is not None:
@@ -140,6 +142,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--account", choices=("active", "suspended"),
                    help="suspended: every create fails as for an account out of funds (402)")
     p.add_argument("--prices-now", action="store_true", help="price every ended call and message at once")
+    p.add_argument("--forget", action="store_true",
+                   help="forget every call, message, media and recording the sandbox keeps in the database")
     p.add_argument("--media-failures", type=_count, metavar="N", help="the next N media downloads fail (500)")
     p.add_argument("--summary-errors", type=_summary_errors, metavar="CODES",
                    help="the next Voice Insights summary requests answer these, in order (e.g. 404,429)")

@@ -27,6 +27,7 @@ def sandbox_config(config: Config) -> SandboxConfig:
         public_base_url=config.server.public_base_url,
         api_base_url=config.twilio.api_base_url,
         pacing=config.sandbox,
+        database_url=config.database.url,
         webhook_signing_key=config.twilio.webhook_signing_key,
     )
 

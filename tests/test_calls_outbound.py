@@ -37,10 +37,9 @@ async def test_bridged_call_rings_the_user_then_dials_the_destination(service, a
     body = await resp.json()
     assert body["status"] == "initiated" and body["sid"].startswith("CA")
     await service.sandbox_idle()
-    legs = {c.sid: c for c in service.sandbox.calls.values()}
-    first = legs[body["sid"]]
+    first = await service.sandbox.call(body["sid"])
     assert first.to == f"client:{user}-app" and first.from_ == number
-    [second] = [c for c in legs.values() if c.parent_sid == first.sid]
+    [second] = await service.sandbox.child_calls(first.sid)
     assert second.to == DEST and second.from_ == number
     call = await get_call(service, user, body["callId"])
     assert call["status"] == "completed" and call["direction"] == "outbound"
@@ -55,7 +54,7 @@ async def test_forward_to_phone_rings_first_when_set(service):
     number = await service.add_number(user, identity=user, forward_to=phone)
     body = await (await initiate(service, user, number)).json()
     await service.sandbox_idle()
-    assert service.sandbox.calls[body["sid"]].to == phone
+    assert (await service.sandbox.call(body["sid"])).to == phone
 
 
 @pytest.mark.parametrize("destination, status, code", [
@@ -81,7 +80,7 @@ async def test_user_not_answering_ends_the_call_as_no_answer(service):
     call = await get_call(service, user, body["callId"])
     assert call["status"] == "no-answer"
     # The destination was never dialled.
-    assert not [c for c in service.sandbox.calls.values() if c.parent_sid == body["sid"]]
+    assert not await service.sandbox.child_calls(body["sid"])
 
 
 @pytest.mark.parametrize("first_leg, code", [(n, err[1]) for n, err in magic.CALL_TO_ERRORS.items()])
@@ -129,7 +128,7 @@ async def test_idempotency_key_replays_without_a_second_twilio_call(service, ali
     assert await first.json() == await second.json()
     assert second.headers.get("Idempotent-Replayed") == "true"
     await service.sandbox_idle()
-    first_legs = [c for c in service.sandbox.calls.values() if c.direction == "outbound-api" and c.from_ == number]
+    first_legs = [c for c in await service.sandbox.calls_from(number) if c.direction == "outbound-api"]
     assert len(first_legs) == 1
     other = await service.client.post("/api/calls/initiate", json={"from": number, "to": "+447911123457"},
                                       headers={**service.auth(user), **key})

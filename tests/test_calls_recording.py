@@ -57,7 +57,7 @@ async def test_inbound_call_is_recorded_dual_channel_after_the_announcement(serv
     call = await only_call(service, user)
     assert call["recording"] == {"url": f"/api/calls/{call['id']}/recording", "durationSec": 7}
     assert call["voicemail"] is None
-    [rec] = [r for r in service.sandbox.recordings.values() if r.call_sid == result["callSid"]]
+    [rec] = await service.sandbox.recordings_of(result["callSid"])
     assert (rec.channels, rec.source) == (2, "DialVerb")
     wav = await service.client.get(call["recording"]["url"], headers=service.auth(user))
     assert wav.content_type == "audio/x-wav" and (await wav.read())[:4] == b"RIFF"
@@ -97,13 +97,13 @@ async def test_deleting_a_recording_deletes_twilios_copy(service):
     result = await service.simulate_call(CALLER, number)
     await service.sandbox_idle()
     call = await only_call(service, user)
-    [sid] = [r.sid for r in service.sandbox.recordings.values() if r.call_sid == result["callSid"]]
+    [sid] = [r.sid for r in await service.sandbox.recordings_of(result["callSid"])]
     url = service.app.router["delete_call_recording"].url_for(id=call["id"])
     # Somebody else's call: 404, and Twilio's copy untouched.
     assert (await service.client.delete(url, headers=service.auth(new_user()))).status == 404
-    assert sid in service.sandbox.recordings
+    assert await service.sandbox.recording(sid) is not None
     assert (await service.client.delete(url, headers=service.auth(user))).status == 204
-    assert sid in service.sandbox.deleted_recordings and sid not in service.sandbox.recordings
+    assert sid in service.sandbox.deleted_recordings and await service.sandbox.recording(sid) is None
     assert (await only_call(service, user))["recording"] is None
     assert (await service.client.get(call["recording"]["url"], headers=service.auth(user))).status == 404
     assert (await service.client.delete(url, headers=service.auth(user))).status == 404
@@ -117,10 +117,11 @@ async def test_deleting_a_recording_deletes_twilios_copy(service):
 async def test_a_voicemail_gone_at_twilio_is_still_deleted_here(service):
     user = new_user()
     number = await service.add_number(user, routing="voicemail")
-    await service.simulate_call(CALLER, number)
+    call_sid = (await service.simulate_call(CALLER, number))["callSid"]
     await service.sandbox_idle()
     call = await only_call(service, user)
-    service.sandbox.recordings.clear()  # Twilio lost it already (deleted in its console)
+    for rec in await service.sandbox.recordings_of(call_sid):  # Twilio lost it already (deleted in its console)
+        assert await service.sandbox.delete_recording(rec.sid)
     resp = await service.client.delete(f"/api/calls/{call['id']}/recording", headers=service.auth(user))
     assert resp.status == 204 and (await only_call(service, user))["recording"] is None
 

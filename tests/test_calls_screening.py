@@ -247,7 +247,7 @@ async def test_outbound_first_leg_is_screened_before_dialling(service):
     await service.sandbox_idle()
     call = await only_call(service, user)
     assert call["answeredBy"] == "phone" and call["status"] == "completed"
-    assert [c.to for c in service.sandbox.calls.values() if c.parent_sid == body["sid"]] == [DEST]
+    assert [c.to for c in await service.sandbox.child_calls(body["sid"])] == [DEST]
 
 
 async def test_outbound_first_leg_answered_by_a_machine_never_dials_the_destination(service):
@@ -259,7 +259,7 @@ async def test_outbound_first_leg_answered_by_a_machine_never_dials_the_destinat
     await service.sandbox_idle()
     call = await only_call(service, user)
     assert call["status"] == "no-answer" and call["answeredBy"] is None and call["answeredAt"] is None
-    assert [c for c in service.sandbox.calls.values() if c.parent_sid == body["sid"]] == []
+    assert await service.sandbox.child_calls(body["sid"]) == []
 
 
 async def test_outbound_accept_needs_the_key(service):

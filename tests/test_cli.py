@@ -147,7 +147,7 @@ async def test_sandbox_commands_find_the_running_server_and_say_what_happens(cli
         # The controls, without the sandbox's credentials in the environment.
         code, out, err = await run("sandbox", "control", "--account", "suspended", env=cli_env)
         assert code == 0 and json.loads(out) == {"account": "suspended"}, err
-        code, out, _ = await run("sandbox", "control", "--account", "active", "--prices-now",
+        code, out, _ = await run("sandbox", "control", "--account", "active", "--prices-now", "--forget",
                                  "--summary-errors", "404,429", env=cli_env)
         assert code == 0 and json.loads(out) == {"account": "active"}
         code, _, err = await run("sandbox", "control", env=cli_env)

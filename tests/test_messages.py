@@ -114,10 +114,10 @@ async def test_21610_marks_the_contact_opted_out_and_then_409_without_twilio(ser
     user, number = owner
     resp = await send(service, user, number, to="+15005550004")
     assert resp.status == 422
-    before = len(service.sandbox.messages)
+    before = len(await service.sandbox.messages_from(number))
     resp = await send(service, user, number, to="+15005550004")
     assert resp.status == 409 and (await resp.json())["error"]["code"] == "conflict"
-    assert len(service.sandbox.messages) == before
+    assert len(await service.sandbox.messages_from(number)) == before
     [conv] = await conversations(service, user)
     assert conv["optedOut"] is True
 
@@ -142,7 +142,7 @@ async def test_idempotency_and_rate_limit(start_service):
     key = {"Idempotency-Key": "once"}
     first, again = [await send(service, user, number, headers=key) for _ in range(2)]
     assert first.status == again.status == 201 and await first.json() == await again.json()
-    assert len(service.sandbox.messages) == 1
+    assert len(await service.sandbox.messages_from(number)) == 1
     assert (await send(service, user, number, body="other", headers=key)).status == 422
     assert (await send(service, user, number)).status == 201
     limited = await send(service, user, number)

@@ -71,7 +71,7 @@ async def test_multipart_mms_is_served_to_twilio_through_a_signed_url(service):
     sent = await resp.json()
     assert sent["sid"].startswith("MM")
     await service.sandbox_idle()
-    twilio_view = service.sandbox.messages[sent["sid"]]
+    twilio_view = await service.sandbox.message(sent["sid"])
     assert twilio_view.status == "delivered", twilio_view.error_message  # the sandbox fetched both URLs
     assert all("/media/" in url and "sig=" in url for url in twilio_view.media_urls)
     [message] = await messages_of(service, user)
@@ -93,7 +93,7 @@ async def test_upload_limits(service):
     assert resp.status == 415
     resp = await send_mms(service, user, mms_form(number, []))
     assert resp.status == 400 and "media" in (await resp.json())["error"]["details"]
-    assert len(service.sandbox.messages) == 0
+    assert await service.sandbox.messages_from(number) == []
 
 
 async def test_json_mms_with_links(service):
@@ -104,7 +104,7 @@ async def test_json_mms_with_links(service):
     resp = await service.client.post("/api/messages/send-mms", json={"from": number, "to": PEER, "mediaUrls": [link]},
                                      headers=service.auth(user))
     assert resp.status == 201
-    assert service.sandbox.messages[(await resp.json())["sid"]].media_urls == (link,)
+    assert (await service.sandbox.message((await resp.json())["sid"])).media_urls == (link,)
     [message] = await messages_of(service, user)
     assert message["media"][0]["url"] == link and message["body"] is None
     for bad in ([], ["http://example.com/x.png"], [link] * 11, "https://example.com/x.png", [url, 3]):
@@ -162,7 +162,7 @@ async def post_inbound_mms(service, twilio, number: str, data: bytes) -> str:
     """Put a media file in `twilio`'s sandbox and post the signed webhook announcing it to `service`."""
     sid = new_sid("MM")
     media = SandboxMedia(new_sid("ME"), sid, twilio.config.twilio.account_sid, "image/gif", data)
-    twilio.sandbox.media[media.sid] = media
+    await twilio.sandbox.add_media(media)
     url = f"{twilio.config.twilio.api_base_url}/2010-04-01/Accounts/{media.account_sid}/Messages/{sid}/Media/{media.sid}"
     resp = await service.webhook("/webhook/sms", {"MessageSid": sid, "From": PEER, "To": number, "Body": "",
                                                   "NumMedia": "1", "MediaUrl0": url, "MediaContentType0": "image/gif"})

@@ -96,7 +96,7 @@ async def test_outbound_keeps_twilios_count_and_the_price_fetch_updates_it(start
     resp = await send(service, user, number, body=body)
     sent = await resp.json()
     assert resp.status == 201 and sent["segments"] == 2
-    assert service.sandbox.messages[sent["sid"]].json()["num_segments"] == "2"
+    assert (await service.sandbox.message(sent["sid"])).json()["num_segments"] == "2"
     await service.sandbox_idle()
     message_id = uuid.UUID(sent["messageId"])
     async with service.pool.acquire() as conn:

@@ -80,7 +80,7 @@ async def test_a_call_twilio_placed_without_answering_is_unconfirmed_then_adopte
     assert creates_for(service, call_id) == 1
     # The call Twilio did place was adopted by its bridge webhook and played to the end.
     call = await get_json(service, user, f"/api/calls/{call_id}")
-    placed = [c for c in service.sandbox.calls.values() if c.direction == "outbound-api" and c.from_ == number]
+    placed = [c for c in await service.sandbox.calls_from(number) if c.direction == "outbound-api"]
     assert len(placed) == 1
     assert call["sid"] == placed[0].sid and call["status"] == "completed" and call["durationSec"] == 7
     async with service.pool.acquire() as conn:

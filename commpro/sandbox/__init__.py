@@ -12,9 +12,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
-from commpro.sandbox import api, simulate
+from commpro.sandbox import api, simulate, store
 from commpro.sandbox.config import SandboxConfig
 from commpro.sandbox.faults import fault_middleware
 from commpro.sandbox.state import SandboxState, sandbox_state_key
@@ -25,8 +26,23 @@ def create_sandbox_app(config: SandboxConfig) -> web.Application:
     app[sandbox_state_key] = SandboxState(config)
     app.add_routes(api.routes)
     app.add_routes(simulate.routes)
+    # Cleanup runs in reverse: the lifecycles (session_ctx) end before the pool they write through.
+    app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_session_ctx)
     return app
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Its own few connections to the service's database, the schema created or brought up to
+    date first. Few: one write per change of a call or message, one read per REST request."""
+    state = app[sandbox_state_key]
+    state.pool = await asyncpg.create_pool(state.config.database_url, min_size=1, max_size=5)
+    try:
+        async with state.pool.acquire() as conn:
+            await store.ensure_schema(conn)
+        yield
+    finally:
+        await state.pool.close()
 
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -13,9 +13,10 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from commpro.sandbox import magic
+from commpro.sandbox import magic, store
 from commpro.sandbox.audio import mp3_silence, wav_silence
-from commpro.sandbox.lifecycle import drive_call, drive_message
+from commpro.sandbox.lifecycle import drive_call
+from commpro.sandbox.messaging import drive_message
 from commpro.sandbox.state import SandboxCall, SandboxMessage, SandboxState, iso, new_sid, now, sandbox_state_key
 
 routes = web.RouteTableDef()
@@ -103,7 +104,7 @@ async def create_call(request: web.Request) -> web.Response:
         status_callback=form.get("StatusCallback"),
         status_events=frozenset(events or {"completed"}),
     )
-    state.calls[call.sid] = call
+    await state.save_call(call)
     state.spawn(drive_call(state, call), delay_s=state.lifecycle_delay_s)
     return web.json_response(call.json(), status=201)
 
@@ -112,7 +113,7 @@ async def create_call(request: web.Request) -> web.Response:
 async def fetch_call(request: web.Request) -> web.Response:
     state, sid = _state(request), request.match_info["sid"]
     state.call_fetches[sid] = state.call_fetches.get(sid, 0) + 1
-    call = state.calls.get(sid)
+    call = await state.call(sid)
     if call is None:
         return not_found()
     return web.json_response(call.json())
@@ -141,18 +142,18 @@ async def create_message(request: web.Request) -> web.Response:
         new_sid("MM" if media_urls else "SM"), state.account_sid, from_, to, body, "outbound-api",
         status_callback=form.get("StatusCallback"), media_urls=media_urls,
     )
-    state.messages[message.sid] = message
+    await state.add_message(message)
     state.spawn(drive_message(state, message), delay_s=state.lifecycle_delay_s)
     return web.json_response(message.json(), status=201)
 
 
-def _message(request: web.Request) -> SandboxMessage | None:
-    return _state(request).messages.get(request.match_info["sid"])
+async def _message(request: web.Request) -> SandboxMessage | None:
+    return await _state(request).message(request.match_info["sid"])
 
 
 @routes.get(ACCOUNT + "/Messages/{sid}.json", name="sandbox_fetch_message")
 async def fetch_message(request: web.Request) -> web.Response:
-    message = _message(request)
+    message = await _message(request)
     if message is None:
         return not_found()
     return web.json_response(message.json())
@@ -161,7 +162,7 @@ async def fetch_message(request: web.Request) -> web.Response:
 @routes.post(ACCOUNT + "/Messages/{sid}.json", name="sandbox_update_message")
 async def update_message(request: web.Request) -> web.Response:
     """Body="" redacts a final message's body, as on Twilio; the rest of the record stays."""
-    state, message = _state(request), _message(request)
+    state, message = _state(request), await _message(request)
     if message is None:
         return not_found()
     form = await request.post()
@@ -171,25 +172,24 @@ async def update_message(request: web.Request) -> web.Response:
         # The sandbox's choice of code: Twilio redacts only post-flight messages.
         return twilio_error(400, 30400, "The message is not final yet: its body cannot be redacted")
     message.body, message.redacted, message.updated = "", True, now()
+    if not await store.redact_message(state.db(), message.sid, state.account_sid, message.updated):
+        return not_found()
     state.erasures.append(("redact", message.sid))
     return web.json_response(message.json())
 
 
 @routes.delete(ACCOUNT + "/Messages/{sid}/Media/{media_sid}.json", name="sandbox_delete_media")
 async def delete_media(request: web.Request) -> web.Response:
-    state, message = _state(request), _message(request)
-    media = state.media.get(request.match_info["media_sid"])
-    if message is None or media is None or media.message_sid != message.sid:
+    state, sid, media_sid = _state(request), request.match_info["sid"], request.match_info["media_sid"]
+    if not await store.delete_media(state.db(), media_sid, sid, state.account_sid):
         return not_found()
-    del state.media[media.sid]
-    message.media.remove(media)
-    state.erasures.append(("delete-media", media.sid))
+    state.erasures.append(("delete-media", media_sid))
     return web.Response(status=204)
 
 
 @routes.get(ACCOUNT + "/Messages/{sid}/Media.json", name="sandbox_list_media")
 async def list_media(request: web.Request) -> web.Response:
-    message = _message(request)
+    message = await _message(request)
     if message is None:
         return not_found()
     uri = f"/2010-04-01/Accounts/{message.account_sid}/Messages/{message.sid}/Media.json"
@@ -203,7 +203,7 @@ async def list_media(request: web.Request) -> web.Response:
 
 @routes.get(ACCOUNT + "/Messages/{sid}/Media/{media_sid}.json", name="sandbox_fetch_media")
 async def fetch_media(request: web.Request) -> web.Response:
-    media = _state(request).media.get(request.match_info["media_sid"])
+    media = await _state(request).media(request.match_info["media_sid"])
     if media is None or media.message_sid != request.match_info["sid"]:
         return not_found()
     return web.json_response(media.json())
@@ -214,7 +214,7 @@ async def media_content(request: web.Request) -> web.Response:
     """Twilio answers a media URL with a redirect to its media host (or S3 for older media); the
     sandbox does the same. Its S3 stand-in is under another host name (localhost)."""
     state = _state(request)
-    media = state.media.get(request.match_info["media_sid"])
+    media = await state.media(request.match_info["media_sid"])
     if media is None or media.message_sid != request.match_info["sid"]:
         return not_found()
     if state.media_redirect == "s3":
@@ -231,7 +231,7 @@ async def media_host(request: web.Request) -> web.Response:
     if state.media_failures > 0:
         state.media_failures -= 1
         raise web.HTTPInternalServerError()
-    media = state.media.get(request.match_info["media_sid"])
+    media = await state.media(request.match_info["media_sid"])
     if media is None:
         raise web.HTTPNotFound()
     return web.Response(body=media.data, content_type=media.content_type)
@@ -244,7 +244,7 @@ async def s3_media(request: web.Request) -> web.Response:
         return web.Response(status=400, text="<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism "
                             "allowed</Message></Error>", content_type="application/xml")
     state = _state(request)
-    media = state.media.get(request.match_info["media_sid"])
+    media = await state.media(request.match_info["media_sid"])
     if media is None:
         return web.Response(status=404, text="<Error><Code>NoSuchKey</Code></Error>", content_type="application/xml")
     state.s3_downloads += 1
@@ -253,7 +253,7 @@ async def s3_media(request: web.Request) -> web.Response:
 
 @routes.get(ACCOUNT + "/Recordings/{sid}.json", name="sandbox_fetch_recording")
 async def fetch_recording(request: web.Request) -> web.Response:
-    rec = _state(request).recordings.get(request.match_info["sid"])
+    rec = await _state(request).recording(request.match_info["sid"])
     if rec is None:
         return not_found()
     return web.json_response(rec.json())
@@ -263,7 +263,7 @@ async def fetch_recording(request: web.Request) -> web.Response:
 async def delete_recording(request: web.Request) -> web.Response:
     """Twilio deletes the recording (its audio with it): 204, then 404 for good."""
     state = _state(request)
-    if state.recordings.pop(request.match_info["sid"], None) is None:
+    if not await state.delete_recording(request.match_info["sid"]):
         return not_found()
     state.deleted_recordings.add(request.match_info["sid"])
     return web.Response(status=204)
@@ -273,7 +273,7 @@ async def delete_recording(request: web.Request) -> web.Response:
 async def recording_audio(request: web.Request) -> web.Response:
     """The recording as audio, silence as long as the recording: WAV, or MP3 for `.mp3`."""
     name = request.match_info["sid"]
-    rec = _state(request).recordings.get(name.removesuffix(".wav").removesuffix(".mp3"))
+    rec = await _state(request).recording(name.removesuffix(".wav").removesuffix(".mp3"))
     if rec is None:
         return not_found()
     if name.endswith(".mp3"):
@@ -291,7 +291,7 @@ async def call_summary(request: web.Request) -> web.Response:
         if state.summary_errors.pop(0) == 429:
             return twilio_error(429, 20429, "Too many requests")
         return not_found()
-    call = state.calls.get(sid)
+    call = await state.call(sid)
     s = state.config.pacing
     if (call is None or call.end is None or magic.NO_SUMMARY in (call.to, call.from_)
             or now() - call.end < timedelta(seconds=s.summary_partial_after_s)):

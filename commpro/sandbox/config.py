@@ -1,7 +1,8 @@
 """What the sandbox needs to know, and nothing of the service's own settings.
 
 The service reaches the sandbox only through `twilio.api_base_url`; the sandbox reaches the
-service only through its public URL, with webhooks signed by the auth token, as Twilio does.
+service only through its public URL, with webhooks signed by the auth token, as Twilio does. It
+shares the service's database, in a schema of its own (sandbox/store.py).
 """
 
 from __future__ import annotations
@@ -34,5 +35,7 @@ class SandboxConfig:
     # Its own REST base, as clients reach it (resource URIs and media URLs point there).
     api_base_url: str
     pacing: Pacing
+    # The PostgreSQL it keeps its records in (schema `sandbox`, its own): the service's database.
+    database_url: str
     # When set, webhooks are signed with HMAC-SHA256 under this shared key instead.
     webhook_signing_key: str = ""

@@ -24,7 +24,6 @@ from commpro.sandbox import magic
 from commpro.sandbox.state import (
     API_VERSION,
     SandboxCall,
-    SandboxMessage,
     SandboxRecording,
     SandboxState,
     new_sid,
@@ -111,11 +110,15 @@ async def set_call_status(state: SandboxState, call: SandboxCall, status: str, e
         extra.setdefault("CallDuration", call.duration)
         if call.error_code:
             extra.setdefault("ErrorCode", call.error_code)
-    if call.status_callback and event in call.status_events:
+    notify = call.status_callback and event in call.status_events
+    if notify:
         # SequenceNumber counts the status callbacks of this call, from 0, as on Twilio.
         extra.update(SequenceNumber=call.sequence, CallbackSource="call-progress-events",
                      Timestamp=now().strftime("%a, %d %b %Y %H:%M:%S +0000"))
         call.sequence += 1
+    # Written before the callback: the service may ask the REST API about the call at once.
+    await state.save_call(call)
+    if notify:
         await post_signed(state, call.status_callback, call_params(call, **extra))
 
 
@@ -146,6 +149,7 @@ async def drive_call(state: SandboxState, call: SandboxCall) -> None:
         await set_call_status(state, call, outcome, "completed")
         return
     call.status = "in-progress"
+    await state.save_call(call)
     document = call.twiml
     if document is None:
         result = await post_signed(state, call.url or "", call_params(call))
@@ -180,8 +184,8 @@ async def finish_inbound_call(state: SandboxState, call: SandboxCall, answer: Po
             call.error_code = 12100  # Document parse failure
         else:
             if root.find("Reject") is None:
-                call.status = "in-progress"
-                call.start = now()
+                call.status, call.start = "in-progress", now()
+                await state.save_call(call)
                 await play(state, call, root, base_url=voice_url)
                 call.duration = state.config.pacing.call_duration_s
     status = "failed" if call.error_code else ("completed" if call.start else "busy")
@@ -259,7 +263,7 @@ async def record(state: SandboxState, call: SandboxCall, verb: ET.Element,
     duration = min(int(verb.get("maxLength", "3600")), state.config.pacing.call_duration_s)
     await talk(state, duration)
     rec = SandboxRecording(new_sid("RE"), call.sid, call.account_sid, duration)
-    state.recordings[rec.sid] = rec
+    await state.add_recording(rec)
     api = state.config.api_base_url
     recording_url = f"{api}/{API_VERSION}/Accounts/{call.account_sid}/Recordings/{rec.sid}"
     if verb.get("transcribe") == "true" and verb.get("transcribeCallback"):
@@ -302,7 +306,7 @@ async def dial_recording(state: SandboxState, call: SandboxCall, verb: ET.Elemen
     dual = verb.get("record", "").endswith("-dual")
     rec = SandboxRecording(new_sid("RE"), call.sid, call.account_sid, duration, channels=2 if dual else 1,
                            source="DialVerb")
-    state.recordings[rec.sid] = rec
+    await state.add_recording(rec)
     callback = verb.get("recordingStatusCallback")
     events = (verb.get("recordingStatusCallbackEvent") or "completed").split()
     if callback and "completed" in events:
@@ -338,7 +342,6 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
                           "outbound-dial", parent_sid=call.sid,
                           status_callback=urljoin(base_url, noun.get("statusCallback", "")) or None,
                           status_events=frozenset((noun.get("statusCallbackEvent") or "completed").split()))
-        state.calls[leg.sid] = leg
         outcome, error = magic.DIAL_OUTCOMES.get(to, (callee_answers(to), None))
         await set_call_status(state, leg, "initiated", "initiated")
         if outcome == "failed":
@@ -375,6 +378,7 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
     if winner is not None:
         if verb.get("answerOnBridge") == "true":
             call.start = now()  # the caller's leg is answered only now
+            await state.save_call(call)
         await talk(state, s.call_duration_s)
         winner.duration = s.call_duration_s
         await set_call_status(state, winner, "completed", "completed")
@@ -391,44 +395,3 @@ async def dial(state: SandboxState, call: SandboxCall, verb: ET.Element,
         DialCallSid=answered.sid if answered else None,
         DialCallDuration=winner.duration if winner else 0,
     ))
-
-
-async def drive_message(state: SandboxState, message: SandboxMessage) -> None:
-    """An outbound message: its media fetched, then sent and delivered (or failed)."""
-    step = state.config.pacing.message_step_s
-    for url in message.media_urls:
-        try:
-            async with state.session.get(url, timeout=HTTP_TIMEOUT) as resp:
-                ok = resp.status == 200 and resp.content_type.startswith(("image/", "video/", "audio/"))
-                await resp.read()
-        except (aiohttp.ClientError, TimeoutError):
-            ok = False
-        if not ok:
-            message.error_code, message.error_message = 12300, "Invalid Content-Type or unreachable media URL"
-            await set_message_status(state, message, "failed")
-            return
-    await asyncio.sleep(step)
-    message.sent = now()
-    await set_message_status(state, message, "sent")
-    await asyncio.sleep(step)
-    await set_message_status(state, message, "delivered")
-
-
-async def set_message_status(state: SandboxState, message: SandboxMessage, status: str) -> None:
-    message.status = status
-    message.updated = now()
-    if status in ("delivered", "undelivered", "failed"):
-        message.price_at = message.updated + timedelta(seconds=state.config.pacing.price_after_s)
-    if message.status_callback:
-        await post_signed(state, message.status_callback, {
-            "AccountSid": message.account_sid,
-            "ApiVersion": API_VERSION,
-            "MessageSid": message.sid,
-            "SmsSid": message.sid,
-            "MessageStatus": status,
-            "SmsStatus": status,
-            "From": message.from_,
-            "To": message.to,
-            "ErrorCode": message.error_code,
-            "ErrorMessage": message.error_message,
-        })

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from commpro.sandbox import store
 from commpro.sandbox.faults import FAULTS
 from commpro.sandbox.lifecycle import call_params, finish_inbound_call, post_signed
 from commpro.sandbox.state import (
@@ -54,8 +55,7 @@ async def simulate_sms(request: web.Request) -> web.Response:
         except (KeyError, TypeError, binascii.Error):
             raise web.HTTPBadRequest(reason="media items are {contentType, dataBase64}") from None
         message.media.append(media)
-        state.media[media.sid] = media
-    state.messages[sid] = message
+    await state.add_message(message)
     api = state.config.api_base_url
     params = {
         "AccountSid": state.account_sid, "ApiVersion": API_VERSION, "MessageSid": sid, "SmsSid": sid,
@@ -78,7 +78,7 @@ async def simulate_call(request: web.Request) -> web.Response:
     state = request.app[sandbox_state_key]
     data = await _json(request, "from", "to")
     call = SandboxCall(new_sid("CA"), state.account_sid, data["from"], data["to"], "inbound", status="ringing")
-    state.calls[call.sid] = call
+    await state.save_call(call)
     base = state.config.public_base_url
     voice_url, status_url = base + "/webhook/voice", base + "/webhook/voice/status"
     answer = await post_signed(state, voice_url, call_params(call))
@@ -96,7 +96,9 @@ async def control(request: web.Request) -> web.Response:
     {"summariesComplete": true} makes every summary complete at once; {"mediaRedirect": "s3"}
     makes media URLs redirect to an S3-like host instead of the media host ("cdn");
     {"createFaults": ["late", "drop", "hang"], "faultDelayS": 2} makes the next creates answer
-    late, drop the connection, or hang (sandbox/faults.py)."""
+    late, drop the connection, or hang (sandbox/faults.py); {"forget": true} deletes every call,
+    message, media and recording of the account from the database (lifecycles still playing
+    write theirs again at their next step)."""
     state = request.app[sandbox_state_key]
     data = await _json(request)
     account = data.get("account")
@@ -104,13 +106,11 @@ async def control(request: web.Request) -> web.Response:
         if account not in ("active", "suspended"):
             raise web.HTTPBadRequest(reason="account is 'active' or 'suspended'")
         state.account_status = account
+    if data.get("forget") is True:
+        await store.forget(state.db(), state.account_sid)
     if data.get("pricesNow") is True:
-        for call in state.calls.values():
-            if call.end is not None:
-                call.price_at = now()
-        for message in state.messages.values():
-            if message.status in ("delivered", "undelivered", "failed", "received"):
-                message.price_at = now()
+        # Ended calls and final messages have a price time: it is now (for every process).
+        await store.price_now(state.db(), state.account_sid, now())
     summary_errors = data.get("summaryErrors")
     if summary_errors is not None:
         if not isinstance(summary_errors, list) or not all(e in (404, 429) for e in summary_errors):
