@@ -17,6 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
+from commpro.calls import inbound_store as inbound_calls
 from commpro.calls import store as calls
 from commpro.config import Config
 from commpro.db import create_pool
@@ -32,7 +33,7 @@ from tests.bench.seed import CALLER
 from tests.bench.stack import pinned
 
 # The webhooks whose statements are their own transactions.
-AUTOCOMMIT = {"sms"}
+AUTOCOMMIT = {"sms", "voice"}
 PEER_UPDATE = """\\set i random(1, {count})
 UPDATE peer_calls SET status = 'ringing', status_rank = 1, duration_s = COALESCE(NULL::int, duration_s),
   updated_at = now() WHERE sid = 'CAc' || md5('CAc' || :i) AND status_rank < 1;
@@ -111,11 +112,7 @@ async def asyncpg_tps(config: Config, ceiling_sids: list[str], message_sids: lis
                                  {"messageId": str(message["id"]), "status": state})
 
     async def voice(conn: asyncpg.Connection) -> None:
-        number = await numbers.get_number_by_e164(conn, to_number)
-        call_id, _ = await calls.insert_inbound_call(conn, number["user_id"], number["id"], "CA" + uuid.uuid4().hex,
-                                                     CALLER, to_number)
-        await events.publish(conn, number["user_id"], "call.created",
-                             {"callId": str(call_id), "direction": "inbound", "status": "ringing"})
+        await inbound_calls.insert_inbound_call(conn, to_number, "CA" + uuid.uuid4().hex, CALLER)
 
     try:
         return {name: await _drive(pool, op, conns, duration)
