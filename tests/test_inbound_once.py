@@ -68,6 +68,22 @@ async def test_eight_identical_inbound_calls_at_once_store_one_call_and_answer_a
     assert await count(service, EVENTS, user, "call.created") == 1
 
 
+async def test_a_call_to_voicemail_at_once_is_in_progress_once(service):
+    user = new_user()
+    number = await service.add_number(user, routing="voicemail")
+    params = {"CallSid": "CA" + uuid.uuid4().hex, "From": CALLER, "To": number}
+    responses = await asyncio.gather(*[service.webhook("/webhook/voice", params) for _ in range(8)])
+    assert {r.status for r in responses} == {200}
+    [call] = await calls_of(service, user)
+    assert call["status"] == "in-progress"
+    assert await count(service, EVENTS, user, "call.created") == 1
+    assert await count(service, EVENTS, user, "call.status") == 1
+    # The events are numbered in the order they were made.
+    async with service.pool.acquire() as conn:
+        types = [r["type"] for r in await conn.fetch("SELECT type FROM events WHERE user_id = $1 ORDER BY seq", user)]
+    assert types == ["call.created", "call.status"]
+
+
 async def test_a_users_first_messages_at_once_share_one_new_key(service, start_service):
     user = new_user()
     number = await service.add_number(user)

@@ -12,6 +12,7 @@ import uuid
 
 import asyncpg
 
+from commpro.calls.leg_store import CONNECT_CALL
 from commpro.events.fragments import NOTIFY_EVENT, PUBLISH_CTES
 from commpro.numbers.store import NUMBER_COLUMNS
 
@@ -49,3 +50,21 @@ async def insert_inbound_call(conn: asyncpg.Connection, to_number: str, sid: str
     if not number["created"]:  # committed by the first delivery, now that this one has waited for it
         call_id = await conn.fetchval(INBOUND_CALL_ID, sid)
     return number, call_id
+
+
+# An inbound call that TwiML connects at once (to voicemail): in progress, and its owner told.
+CONNECT_INBOUND_CALL = f"""
+WITH moved AS ({CONNECT_CALL.strip()}
+    RETURNING id, user_id
+), published AS (
+    SELECT user_id, 'call.status' AS type, jsonb_build_object('callId', id, 'status', 'in-progress') AS payload
+    FROM moved
+), {PUBLISH_CTES}
+SELECT notified.seq FROM (VALUES (1)) AS one (n) {NOTIFY_EVENT}
+"""
+
+
+async def connect_inbound_call(conn: asyncpg.Connection, call_id: uuid.UUID) -> bool:
+    """answering.call_connected in one statement, its own transaction: True when this moved the
+    call to in-progress (and published call.status), False when it already was (a retry)."""
+    return await conn.fetchval(CONNECT_INBOUND_CALL, call_id) is not None

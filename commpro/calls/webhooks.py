@@ -44,8 +44,8 @@ async def incoming_call(request: web.Request) -> web.Response:
     if not hours.status(schedule, datetime.now(UTC))[0]:
         return await _after_hours(request, number, call_id, schedule)
     if number["routing"] == "voicemail" or not (identity or number["forward_to"]):
-        async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
-            await call_connected(conn, number["user_id"], call_id)
+        async with request.config_dict[pool_key].acquire() as conn:
+            await inbound_store.connect_inbound_call(conn, call_id)
         return twiml_response(twiml.voicemail(config, number, call_id))
     return twiml_response(twiml.forward(config, number, call_id, identity))
 
@@ -60,8 +60,8 @@ async def _after_hours(request: web.Request, number, call_id, schedule: dict) ->
         # Another phone (an answering service): rung like the user's, the app is not.
         elsewhere = {**dict(number), "forward_to": schedule["afterHoursForwardTo"]}
         return twiml_response(twiml.forward(config, elsewhere, call_id, None))
-    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
-        await call_connected(conn, number["user_id"], call_id)
+    async with request.config_dict[pool_key].acquire() as conn:
+        await inbound_store.connect_inbound_call(conn, call_id)
     greeting = schedule["afterHoursGreeting"] or config.voice.after_hours_greeting
     return twiml_response(twiml.voicemail(config, number, call_id, greeting, kind="after-hours"))
 
