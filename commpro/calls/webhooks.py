@@ -10,7 +10,7 @@ from aiohttp import web
 
 from commpro import jobs
 from commpro.appkeys import config_key, pool_key
-from commpro.calls import devices, leg_store, store, twiml
+from commpro.calls import devices, inbound_store, leg_store, store, twiml
 from commpro.calls.answering import call_connected, call_id_param, first_leg_taken, leg_accepted, leg_device
 from commpro.calls.prices import PRICES
 from commpro.errors import ValidationError
@@ -32,25 +32,20 @@ async def incoming_call(request: web.Request) -> web.Response:
     """A call to one of our numbers: reject, voicemail or ring the user, by the number's routing."""
     form = webhook_form(request, "CallSid", "From", "To")
     config = request.config_dict[config_key]
-    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
-        number = await numbers.get_number_by_e164(conn, form["To"])
-        if number is None:
-            log.info("call_to_unknown_number", call_sid=form["CallSid"], to_number=form["To"])
-            return twiml_response(twiml.unknown_number(config))
-        call_id, created = await store.insert_inbound_call(conn, number["user_id"], number["id"], form["CallSid"],
-                                                           form["From"], form["To"])
-        if created:
-            await events.publish(conn, number["user_id"], "call.created",
-                                 {"callId": str(call_id), "direction": "inbound", "status": "ringing"})
-        identity = devices.ring_identity(number, await devices.registered_identity(conn, number["user_id"]))
+    async with request.config_dict[pool_key].acquire() as conn:
+        number, call_id = await inbound_store.insert_inbound_call(conn, form["To"], form["CallSid"], form["From"])
+    if number is None:
+        log.info("call_to_unknown_number", call_sid=form["CallSid"], to_number=form["To"])
+        return twiml_response(twiml.unknown_number(config))
+    identity = devices.ring_identity(number, number["registered_identity"])
     if number["routing"] == "reject" or form["From"] in number["blocked_numbers"]:
         return twiml_response(twiml.reject())
     schedule = number["business_hours"]
     if not hours.status(schedule, datetime.now(UTC))[0]:
         return await _after_hours(request, number, call_id, schedule)
     if number["routing"] == "voicemail" or not (identity or number["forward_to"]):
-        async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
-            await call_connected(conn, number["user_id"], call_id)
+        async with request.config_dict[pool_key].acquire() as conn:
+            await inbound_store.connect_inbound_call(conn, call_id)
         return twiml_response(twiml.voicemail(config, number, call_id))
     return twiml_response(twiml.forward(config, number, call_id, identity))
 
@@ -65,8 +60,8 @@ async def _after_hours(request: web.Request, number, call_id, schedule: dict) ->
         # Another phone (an answering service): rung like the user's, the app is not.
         elsewhere = {**dict(number), "forward_to": schedule["afterHoursForwardTo"]}
         return twiml_response(twiml.forward(config, elsewhere, call_id, None))
-    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
-        await call_connected(conn, number["user_id"], call_id)
+    async with request.config_dict[pool_key].acquire() as conn:
+        await inbound_store.connect_inbound_call(conn, call_id)
     greeting = schedule["afterHoursGreeting"] or config.voice.after_hours_greeting
     return twiml_response(twiml.voicemail(config, number, call_id, greeting, kind="after-hours"))
 

@@ -9,13 +9,15 @@ import asyncpg
 # The tail of each enqueue below (`queued`: the erasures it wrote): each one's job goes on the
 # queue (commpro.jobs) in the same statement, queued again when a shred asks for more than an
 # earlier erasure did; the count of erasures queued is the answer.
-QUEUE_JOBS = """
+QUEUED_JOBS = """
 queued_jobs AS (
     INSERT INTO jobs (kind, key) SELECT 'twilio-erasure', message_sid FROM queued
     ON CONFLICT (kind, key) DO UPDATE
     SET state = 'pending', run_at = now(), attempts = 0, claim = NULL, lease_until = NULL, last_error = NULL
     WHERE jobs.state <> 'pending'
-)
+    RETURNING 1
+)"""
+QUEUE_JOBS = f"""{QUEUED_JOBS}
 SELECT count(*) FROM queued
 """
 ERASURE_KIND = "twilio-erasure"

@@ -86,40 +86,18 @@ async def insert_outbound(conn: asyncpg.Connection, message_id: uuid.UUID, user_
     return created_at
 
 
-INSERT_INBOUND = """
-INSERT INTO messages (id, user_id, contact_id, phone_number_id, sid, direction, from_number, to_number,
-                      body_ciphertext, body_nonce, status, status_rank, num_segments, encoding, num_media,
-                      read_at)
-VALUES ($1, $2, $3, $4, $5, 'inbound', $6, $7, $8, $9, 'received', 6, $10, $11, $12, CASE WHEN $13 THEN now() END)
-ON CONFLICT (sid) DO NOTHING
-RETURNING created_at
-"""
-
-
-async def insert_inbound(conn: asyncpg.Connection, message_id: uuid.UUID, user_id: str, contact_id: uuid.UUID,
-                         number_id: uuid.UUID, sid: str, from_number: str, to_number: str,
-                         sealed: tuple[bytes, bytes], segments: int | None, encoding: str, num_media: int,
-                         blocked: bool = False) -> bool:
-    """Idempotent on the MessageSid: False when a retry finds the message already stored.
-    `segments` is Twilio's NumSegments. A blocked contact's message is stored already read, so
-    that it never counts as unread."""
-    created_at = await conn.fetchval(INSERT_INBOUND, message_id, user_id, contact_id, number_id, sid,
-                                     from_number, to_number, sealed[0], sealed[1], segments, encoding,
-                                     num_media, blocked)
-    if created_at is None:
-        return False
-    await touch_conversation(conn, user_id, contact_id, message_id, created_at, unread=0 if blocked else 1)
-    return True
-
-
-TOUCH_CONVERSATION = """
-INSERT INTO conversations AS c (contact_id, user_id, last_message_id, last_message_at, unread_count)
-VALUES ($1, $2, $3, $4, $5)
+# How a message changes its conversation's summary (`c`): the newest message is the last one,
+# unread counts add up.
+CONVERSATION_CHANGE = """
 ON CONFLICT (contact_id) DO UPDATE SET
     last_message_id = CASE WHEN excluded.last_message_at >= c.last_message_at
                            THEN excluded.last_message_id ELSE c.last_message_id END,
     last_message_at = greatest(c.last_message_at, excluded.last_message_at),
-    unread_count = c.unread_count + excluded.unread_count
+    unread_count = c.unread_count + excluded.unread_count"""
+TOUCH_CONVERSATION = f"""
+INSERT INTO conversations AS c (contact_id, user_id, last_message_id, last_message_at, unread_count)
+VALUES ($1, $2, $3, $4, $5)
+{CONVERSATION_CHANGE}
 """
 
 
@@ -349,20 +327,6 @@ async def insert_media(conn: asyncpg.Connection, media_id: uuid.UUID, message_id
                        is_link: bool, position: int) -> None:
     await conn.execute(INSERT_MEDIA, media_id, message_id, user_id, content_type, size, sealed[0], sealed[1],
                        is_link, position)
-
-
-INSERT_PENDING_MEDIA = """
-INSERT INTO message_media (id, message_id, user_id, twilio_media_sid, content_type, source_url,
-                           fetch_state, next_fetch_at, position)
-VALUES ($1, $2, $3, $4, $5, $6, 'pending', now(), $7)
-ON CONFLICT (twilio_media_sid) DO NOTHING
-"""
-
-
-async def insert_pending_media(conn: asyncpg.Connection, media_id: uuid.UUID, message_id: uuid.UUID, user_id: str,
-                               media_sid: str | None, content_type: str | None, url: str, position: int) -> None:
-    """Inbound media to fetch after the webhook is answered; stored first, so never lost."""
-    await conn.execute(INSERT_PENDING_MEDIA, media_id, message_id, user_id, media_sid, content_type, url, position)
 
 
 MEDIA_COLUMNS = "id, message_id, user_id, content_type, size_bytes, ciphertext, nonce, is_link, fetch_state, created_at"

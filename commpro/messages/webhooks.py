@@ -13,7 +13,7 @@ from commpro import jobs
 from commpro.appkeys import config_key, jobs_key, keyring_key, pool_key
 from commpro.errors import ValidationError
 from commpro.events import store as events
-from commpro.messages import erasure_store, store
+from commpro.messages import erasure_store, inbound_store, store
 from commpro.messages.content import seal
 from commpro.messages.media import MEDIA_FETCH
 from commpro.messages.prices import PRICES
@@ -24,56 +24,58 @@ from commpro.webhooks import form_int, twiml, webhook_form
 log = structlog.get_logger("commpro.messages")
 routes = web.RouteTableDef()
 MAX_MEDIA = 10
+# The reply to every inbound message (the twilio builder's, rendered once: the profile showed
+# rendering it per request at 5 % of the webhook's CPU).
+NO_REPLY = str(MessagingResponse())
 
 
 @routes.post("/webhook/sms", name="webhook_sms")
 async def inbound_sms(request: web.Request) -> web.Response:
     """Store the message encrypted, once per MessageSid, and answer at once; its media is
-    recorded as pending in the same transaction and fetched in the background."""
+    recorded as pending in the same transaction and fetched in the background. Two round trips
+    once the owner's data key is cached: the number's owner (whose key seals the body), then one
+    statement that is the whole transaction (inbound_store)."""
     form = webhook_form(request, "MessageSid", "From", "To")
     num_media = max(0, min(form_int(form, "NumMedia") or 0, MAX_MEDIA))
     config = request.config_dict[config_key]
     body = form.get("Body", "")
     keyword = opt_keyword(body, form.get("OptOutType"))
     message_id = uuid.uuid4()
-    async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
-        number = await numbers.get_number_by_e164(conn, form["To"])
-        if number is None:
-            log.info("sms_to_unknown_number", message_sid=form["MessageSid"], to_number=form["To"])
-            return twiml(MessagingResponse())
-        user = number["user_id"]
-        contact = await store.upsert_contact(conn, user, form["From"])
-        if keyword in ("stop", "start"):
-            await store.set_opt_out(conn, user, form["From"], keyword == "stop")
-        key = await request.config_dict[keyring_key].data_key(conn, user, create=True)
-        encoding, _ = encoding_and_segments(body)
-        # Twilio's NumSegments is the billed count; the price job's fetch fills it in if absent.
-        inserted = await store.insert_inbound(
-            conn, message_id, user, contact["id"], number["id"], form["MessageSid"], form["From"], form["To"],
-            seal(key, "body", user, message_id, body.encode()), twilio_count(form.get("NumSegments")), encoding,
-            num_media, blocked=contact["blocked"])
-        if inserted:
-            await jobs.enqueue(conn, PRICES.kind, str(message_id), after_s=config.prices.first_after_s)
-            for i in range(num_media):
-                url = form.get(f"MediaUrl{i}")
-                if not url:
-                    continue
-                media_sid, media_id = url.rstrip("/").rsplit("/", 1)[-1], uuid.uuid4()
-                await store.insert_pending_media(conn, media_id, message_id, user,
-                                                 media_sid if media_sid.startswith("ME") else None,
-                                                 form.get(f"MediaContentType{i}"), url, position=i)
-                await jobs.enqueue(conn, MEDIA_FETCH, str(media_id))
-            if config.messages.erase_at_twilio:  # now if there is no media to fetch first
-                await erasure_store.enqueue_if_stored(conn, message_id)
-            if not contact["blocked"]:  # stored, but a blocked contact raises no event
-                # Last: the owner's event counter stays locked until the commit.
-                await events.publish(conn, user, "message.received", {
-                    "messageId": str(message_id), "contactId": str(contact["id"]), "numMedia": num_media})
+    async with request.config_dict[pool_key].acquire() as conn:
+        number = await numbers.get_number_owner(conn, form["To"])
+        row = None
+        if number is not None:
+            user = number["user_id"]
+            # Outside a transaction: a key created here is committed at once, so it is cached.
+            key = await request.config_dict[keyring_key].data_key(conn, user, create=True)
+            encoding, _ = encoding_and_segments(body)
+            # Twilio's NumSegments is the billed count; the price job's fetch fills it in if absent.
+            row = await inbound_store.insert_inbound_sms(
+                conn, message_id, user, number["id"], form["MessageSid"], form["From"], form["To"],
+                seal(key, "body", user, message_id, body.encode()), twilio_count(form.get("NumSegments")),
+                encoding, num_media, {"stop": True, "start": False}.get(keyword), _pending_media(form, num_media),
+                inbound_store.Jobs(PRICES.kind, config.prices.first_after_s, MEDIA_FETCH),
+                erase=config.messages.erase_at_twilio)
+    if row is None:  # no such number (or it was released since the lookup)
+        log.info("sms_to_unknown_number", message_sid=form["MessageSid"], to_number=form["To"])
+        return twiml(NO_REPLY)
     log.info("sms_received", message_sid=form["MessageSid"], from_number=form["From"], to_number=form["To"],
-             num_media=num_media, duplicate=not inserted, keyword=keyword, blocked=contact["blocked"])
-    if inserted and num_media:
+             num_media=num_media, duplicate=not row["inserted"], keyword=keyword, blocked=row["blocked"])
+    if row["inserted"] and num_media:
         request.config_dict[jobs_key].wake(MEDIA_FETCH)
-    return twiml(MessagingResponse())
+    return twiml(NO_REPLY)
+
+
+def _pending_media(form, num_media: int) -> list[inbound_store.PendingMedia]:
+    media = []
+    for i in range(num_media):
+        url = form.get(f"MediaUrl{i}")
+        if not url:
+            continue
+        media_sid = url.rstrip("/").rsplit("/", 1)[-1]
+        media.append(inbound_store.PendingMedia(uuid.uuid4(), media_sid if media_sid.startswith("ME") else None,
+                                                form.get(f"MediaContentType{i}"), url, position=i))
+    return media
 
 
 @routes.post("/webhook/status", name="webhook_message_status")

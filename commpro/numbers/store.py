@@ -46,6 +46,14 @@ async def get_number_by_e164(conn: asyncpg.Connection, e164: str) -> asyncpg.Rec
     return await conn.fetchrow(SELECT_NUMBER_BY_E164, e164)
 
 
+NUMBER_OWNER = "SELECT id, user_id FROM phone_numbers WHERE e164 = $1"
+
+
+async def get_number_owner(conn: asyncpg.Connection, e164: str) -> asyncpg.Record | None:
+    """The number's id and owner only: all an inbound message needs."""
+    return await conn.fetchrow(NUMBER_OWNER, e164)
+
+
 LIST_NUMBERS = f"SELECT {NUMBER_COLUMNS} FROM phone_numbers ORDER BY user_id, e164"
 LIST_USER_NUMBERS = f"SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE user_id = $1 ORDER BY e164"
 

@@ -1,0 +1,117 @@
+"""SQL for an inbound SMS/MMS: everything the webhook changes, in one statement.
+
+One round trip and no BEGIN/COMMIT: the statement is its own transaction, committed before the
+webhook answers. It is idempotent on the MessageSid: a retry, or a duplicate arriving at the
+same moment (it waits on the first one's row, then finds it), stores nothing and publishes
+nothing. The owner's event counter is locked last (events/fragments.py), after every other change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from commpro.events.fragments import NOTIFY_EVENT, PUBLISH_CTES
+from commpro.messages.erasure_store import QUEUED_JOBS
+from commpro.messages.store import CONVERSATION_CHANGE
+
+# $1 message id, $2 owner, $3 number id, $4 MessageSid, $5 From, $6 To, $7/$8 sealed body,
+# $9 Twilio's NumSegments, $10 encoding, $11 NumMedia, $12 opted out (NULL: no STOP/START),
+# $13/$14 the price job's kind and delay, $15-$19 pending media, $20 the media jobs' kind,
+# $21 erase at Twilio once stored.
+# - `num`: the number is still the owner's (it was looked up in an earlier statement);
+# - the contact is upserted with its opt-out in one go (a row cannot change twice in one statement);
+# - a blocked contact's message is stored already read, and raises no event;
+# - with no media to fetch first, the message's erasure at Twilio is queued at once.
+INSERT_INBOUND_SMS = f"""
+WITH num AS (
+    SELECT id, user_id FROM phone_numbers WHERE id = $3 AND user_id = $2
+), contact AS (
+    INSERT INTO contacts AS ct (user_id, phone_number, opted_out, opted_out_at)
+    SELECT user_id, $5, coalesce($12::boolean, false), CASE WHEN $12 THEN now() END FROM num
+    ON CONFLICT (user_id, phone_number) DO UPDATE SET phone_number = excluded.phone_number,
+        opted_out = coalesce($12, ct.opted_out),
+        opted_out_at = CASE WHEN $12 IS NULL THEN ct.opted_out_at WHEN $12 THEN now() END
+    RETURNING id, blocked
+), msg AS (
+    INSERT INTO messages (id, user_id, contact_id, phone_number_id, sid, direction, from_number, to_number,
+                          body_ciphertext, body_nonce, status, status_rank, num_segments, encoding, num_media,
+                          read_at)
+    SELECT $1, $2, c.id, $3, $4, 'inbound', $5, $6, $7, $8, 'received', 6, $9, $10, $11,
+           CASE WHEN c.blocked THEN now() END
+    FROM contact c
+    ON CONFLICT (sid) DO NOTHING
+    RETURNING id, user_id, contact_id, sid, created_at
+), conversation AS (
+    INSERT INTO conversations AS c (contact_id, user_id, last_message_id, last_message_at, unread_count)
+    SELECT m.contact_id, m.user_id, m.id, m.created_at, CASE WHEN ct.blocked THEN 0 ELSE 1 END
+    FROM msg m, contact ct
+    {CONVERSATION_CHANGE}
+    RETURNING 1
+), price_job AS (
+    INSERT INTO jobs (kind, key, run_at) SELECT $13, id::text, now() + make_interval(secs => $14) FROM msg
+    ON CONFLICT (kind, key) DO NOTHING
+    RETURNING 1
+), media AS (
+    INSERT INTO message_media (id, message_id, user_id, twilio_media_sid, content_type, source_url,
+                               fetch_state, next_fetch_at, position)
+    SELECT x.id, m.id, m.user_id, x.sid, x.content_type, x.url, 'pending', now(), x.position
+    FROM msg m, unnest($15::uuid[], $16::text[], $17::text[], $18::text[], $19::int[])
+                AS x (id, sid, content_type, url, position)
+    ON CONFLICT (twilio_media_sid) DO NOTHING
+    RETURNING id
+), media_jobs AS (
+    INSERT INTO jobs (kind, key) SELECT $20, id::text FROM media
+    ON CONFLICT (kind, key) DO NOTHING
+    RETURNING 1
+), queued AS (
+    INSERT INTO twilio_erasures (message_sid, user_id, message_id, media_sids, reason)
+    SELECT sid, user_id, id, '{{}}', 'stored' FROM msg WHERE $21 AND NOT EXISTS (SELECT FROM media)
+    ON CONFLICT (message_sid) DO NOTHING
+    RETURNING message_sid
+), {QUEUED_JOBS}, published AS (
+    SELECT m.user_id, 'message.received' AS type,
+           jsonb_build_object('messageId', m.id, 'contactId', m.contact_id, 'numMedia', $11) AS payload
+    FROM msg m JOIN contact c ON NOT c.blocked
+    -- Needs every other change first, so the event counter is locked last.
+    WHERE (SELECT count(*) FROM conversation) + (SELECT count(*) FROM price_job)
+        + (SELECT count(*) FROM media_jobs) + (SELECT count(*) FROM queued_jobs) >= 0
+), {PUBLISH_CTES}
+SELECT c.id AS contact_id, c.blocked, m.id IS NOT NULL AS inserted, notified.seq
+FROM contact c LEFT JOIN msg m ON true {NOTIFY_EVENT}
+"""
+
+
+@dataclass(frozen=True)
+class PendingMedia:
+    """An inbound media to fetch after the webhook is answered: stored first, so never lost."""
+    id: uuid.UUID
+    sid: str | None
+    content_type: str | None
+    url: str
+    position: int
+
+
+@dataclass(frozen=True)
+class Jobs:
+    """The job kinds an inbound message enqueues, and when its price is first fetched."""
+    price: str
+    price_after_s: float
+    media_fetch: str
+
+
+async def insert_inbound_sms(conn: asyncpg.Connection, message_id: uuid.UUID, user_id: str, number_id: uuid.UUID,
+                             sid: str, from_number: str, to_number: str, sealed: tuple[bytes, bytes],
+                             segments: int | None, encoding: str, num_media: int, opted_out: bool | None,
+                             media: list[PendingMedia], jobs: Jobs, erase: bool) -> asyncpg.Record | None:
+    """Store an inbound message with its contact, conversation, media, jobs and event; run it
+    outside a transaction (it is one). A row (contact_id, blocked, inserted: False when a retry
+    found the message stored, seq: the event's number or None); None when the number is no
+    longer `user_id`'s. `opted_out`: True on STOP, False on START, None otherwise."""
+    return await conn.fetchrow(
+        INSERT_INBOUND_SMS, message_id, user_id, number_id, sid, from_number, to_number, sealed[0], sealed[1],
+        segments, encoding, num_media, opted_out, jobs.price, float(jobs.price_after_s),
+        [m.id for m in media], [m.sid for m in media], [m.content_type for m in media], [m.url for m in media],
+        [m.position for m in media], jobs.media_fetch, erase)
