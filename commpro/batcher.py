@@ -1,0 +1,133 @@
+"""Group commit for webhooks: concurrent requests of one kind are applied together, by one
+statement in one transaction, and each is answered only once that transaction has committed.
+
+Why: a webhook's own work is a few milliseconds of SQL, but each transaction costs round trips
+(BEGIN, COMMIT) and a commit; and PostgreSQL serialises the commits of transactions that NOTIFY.
+One transaction per batch pays those once for every request waiting at that moment.
+
+How: `submit(item)` queues the item and waits. One flusher task takes everything queued (up to
+`max_items`), runs `apply(conn, items)` in one transaction, and hands each request its result
+after the commit. While a batch runs, the next one gathers: under load batches grow, alone a
+request waits for nothing but its own statement.
+
+A batch that fails (a deadlock, a bad item, the database gone) is rolled back whole, and each of
+its items is then run alone in a transaction of its own: one bad item never fails the others.
+An item that fails alone raises ItemFailed in its request, whose caller can then do the work its
+own way (the webhooks run their item-at-a-time code, which answers as it always has).
+
+On shutdown (the cleanup context), what is queued is still applied, and what comes after runs
+alone: nothing is dropped, nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from commpro.appkeys import pool_key
+
+log = structlog.get_logger("commpro.batcher")
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+# apply(conn, items) -> one result per item, in order; runs inside the batch's transaction.
+Apply = Callable[[asyncpg.Connection, list[Any]], Awaitable[list[Any]]]
+
+
+class ItemFailed(Exception):
+    """The item failed even when run alone (its cause is chained)."""
+
+
+class Batcher(Generic[Item, Result]):
+    def __init__(self, name: str, pool: asyncpg.Pool, apply: Apply, *, max_items: int = 256) -> None:
+        self.name = name
+        self._pool = pool
+        self._apply = apply
+        self._max_items = max_items
+        self._queued: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flusher(), name=f"batcher:{self.name}")
+
+    async def submit(self, item: Item) -> Result:
+        """Apply `item` with whatever else is waiting; its result once committed."""
+        if self._closing or self._task is None:
+            return await self._alone(item)
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queued.append((item, future))
+        self._wake.set()
+        return await future
+
+    async def close(self) -> None:
+        """Apply what is queued, then stop; later items run alone."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queued:
+                batch, self._queued = self._queued[:self._max_items], self._queued[self._max_items:]
+                await self._flush(batch)
+            if self._closing:
+                return
+
+    async def _flush(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        items = [item for item, _ in batch]
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                results = await self._apply(conn, items)
+                if len(results) != len(items):
+                    raise RuntimeError(f"{len(results)} results for {len(items)} items")
+        except Exception as exc:  # noqa: BLE001 - whatever it was, each item gets its own chance
+            if len(batch) > 1:
+                log.warning("batch_failed", batch=self.name, size=len(batch), error=type(exc).__name__)
+            for item, future in batch:
+                await self._settle_alone(item, future)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():  # its request may have gone (client disconnected)
+                future.set_result(result)
+
+    async def _settle_alone(self, item: Item, future: asyncio.Future[Result]) -> None:
+        try:
+            result = await self._alone(item)
+        except ItemFailed as exc:
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(result)
+
+    async def _alone(self, item: Item) -> Result:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                return (await self._apply(conn, [item]))[0]
+        except Exception as exc:
+            raise ItemFailed(f"{self.name}: {type(exc).__name__}") from exc
+
+
+def batcher_ctx(key: web.AppKey, name: str, apply: Callable[[web.Application], Apply]):
+    """A cleanup context that keeps a Batcher under `key`; `apply(app)` gives its apply function.
+    Append it after the pool's: the batcher is closed (its queue applied) before the pool."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        batcher: Batcher = Batcher(name, app[pool_key], apply(app))
+        batcher.start()
+        app[key] = batcher
+        try:
+            yield
+        finally:
+            await batcher.close()
+
+    return ctx
