@@ -49,7 +49,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     item jsonb;
     ids uuid[] := '{}';
-    found uuid;
+    target_id uuid;
     c record;
     st text;
     rk int;
@@ -64,24 +64,24 @@ BEGIN
     -- other in a cycle, and each item below reads its call as the items before it left it.
     FOR item IN SELECT value FROM jsonb_array_elements(items) LOOP
         IF item->>'callId' IS NOT NULL THEN
-            found := (SELECT id FROM calls WHERE id = (item->>'callId')::uuid);
+            target_id := (SELECT id FROM calls WHERE id = (item->>'callId')::uuid);
         ELSE
-            found := (SELECT id FROM calls WHERE sid = item->>'sid' OR dial_sid = item->>'sid'
+            target_id := (SELECT id FROM calls WHERE sid = item->>'sid' OR dial_sid = item->>'sid'
                       OR id = (SELECT call_id FROM call_legs WHERE sid = item->>'sid') LIMIT 1);
         END IF;
-        ids := ids || found;
+        ids := ids || target_id;
     END LOOP;
     PERFORM 1 FROM calls WHERE id = ANY(ids) ORDER BY id FOR UPDATE;
 
     FOR item IN SELECT value FROM jsonb_array_elements(items) LOOP
         n := (item->>'n')::int;
-        found := ids[n + 1];
-        IF found IS NULL THEN
+        target_id := ids[n + 1];
+        IF target_id IS NULL THEN
             outcome := 'unknown';
             RETURN NEXT;
             CONTINUE;
         END IF;
-        SELECT * INTO c FROM calls WHERE id = found;
+        SELECT * INTO c FROM calls WHERE id = target_id;
         st := item->>'status';
         IF (item->>'leg' = 'dial' AND c.direction = 'outbound' AND item->>'parent' IS NOT NULL AND c.sid IS NULL)
            OR (item->>'leg' = 'dial' AND c.direction <> 'outbound' AND (item->>'accepts')::boolean)
@@ -190,7 +190,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     item jsonb;
     ids uuid[] := '{}';
-    found uuid;
+    target_id uuid;
     m record;
     st text;
     ev_users text[] := '{}';
@@ -199,23 +199,23 @@ DECLARE
 BEGIN
     FOR item IN SELECT value FROM jsonb_array_elements(items) LOOP
         IF item->>'messageId' IS NOT NULL THEN
-            found := (SELECT id FROM messages WHERE id = (item->>'messageId')::uuid);
+            target_id := (SELECT id FROM messages WHERE id = (item->>'messageId')::uuid);
         ELSE
-            found := (SELECT id FROM messages WHERE sid = item->>'sid');
+            target_id := (SELECT id FROM messages WHERE sid = item->>'sid');
         END IF;
-        ids := ids || found;
+        ids := ids || target_id;
     END LOOP;
     PERFORM 1 FROM messages WHERE id = ANY(ids) ORDER BY id FOR UPDATE;
 
     FOR item IN SELECT value FROM jsonb_array_elements(items) LOOP
         n := (item->>'n')::int;
-        found := ids[n + 1];
-        IF found IS NULL THEN
+        target_id := ids[n + 1];
+        IF target_id IS NULL THEN
             outcome := 'unknown';
             RETURN NEXT;
             CONTINUE;
         END IF;
-        SELECT id, user_id, direction, sid INTO m FROM messages WHERE id = found;
+        SELECT id, user_id, direction, sid INTO m FROM messages WHERE id = target_id;
         st := item->>'status';
         IF (m.sid IS NULL AND m.direction = 'outbound')
            OR ((item->>'erase')::boolean AND m.direction = 'outbound') THEN

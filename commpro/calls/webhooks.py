@@ -178,6 +178,7 @@ async def status_callback(request: web.Request) -> web.Response:
     if outcome == "unknown":
         log.info("status_for_unknown_call", call_sid=form["CallSid"], status=status)
     elif outcome == "slow":
+        log.debug("status_callback_alone", call_sid=form["CallSid"], status=status)
         await _status_alone(request, form, call_id, sequence, duration, error)
     return web.Response(status=204)
 

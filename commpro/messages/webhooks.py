@@ -108,6 +108,7 @@ async def message_status(request: web.Request) -> web.Response:
     if outcome == "unknown":
         log.info("status_for_unknown_message", message_sid=form["MessageSid"], status=status)
     elif outcome == "slow":
+        log.debug("status_callback_alone", message_sid=form["MessageSid"], status=status)
         await _status_alone(request, form, message_id, error_code)
     return web.Response(status=204)
 
