@@ -90,8 +90,11 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(jobs_ctx)
     # After the pool's: on shutdown each batcher applies what it holds before the pool closes.
-    app.cleanup_ctx.append(batcher_ctx(call_status_batcher_key, "call-status", call_webhooks.status_batch))
-    app.cleanup_ctx.append(batcher_ctx(message_status_batcher_key, "message-status", message_webhooks.status_batch))
+    # Each applies its batch in one statement (sql/0011), its own transaction.
+    app.cleanup_ctx.append(batcher_ctx(call_status_batcher_key, "call-status", call_webhooks.status_batch,
+                                       one_statement=True))
+    app.cleanup_ctx.append(batcher_ctx(message_status_batcher_key, "message-status", message_webhooks.status_batch,
+                                       one_statement=True))
     app.add_routes(ops.routes)
     app.add_routes(console_routes.routes)
     app.add_routes(openapi.routes)

@@ -5,10 +5,16 @@ Why: a webhook's own work is a few milliseconds of SQL, but each transaction cos
 (BEGIN, COMMIT) and a commit; and PostgreSQL serialises the commits of transactions that NOTIFY.
 One transaction per batch pays those once for every request waiting at that moment.
 
-How: `submit(item)` queues the item and waits. One flusher task takes everything queued (up to
+How: `submit(item)` queues the item and waits. A flusher task takes everything queued (up to
 `max_items`), runs `apply(conn, items)` in one transaction, and hands each request its result
 after the commit. While a batch runs, the next one gathers: under load batches grow, alone a
-request waits for nothing but its own statement.
+request waits for nothing but its own statement. One batch at a time per process (two at once
+measured no faster, and batches stayed smaller); batches of several processes may run at once,
+so `apply` takes its row locks in a consistent order (the status functions: rows, then event
+counters, each sorted): they wait for each other, never deadlock.
+
+`one_statement`: `apply` runs a single statement, which PostgreSQL runs as a transaction of its
+own, committed before asyncpg returns its rows: no BEGIN and COMMIT round trips.
 
 A batch that fails (a deadlock, a bad item, the database gone) is rolled back whole, and each of
 its items is then run alone in a transaction of its own: one bad item never fails the others.
@@ -34,7 +40,9 @@ from commpro.appkeys import pool_key
 log = structlog.get_logger("commpro.batcher")
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-# apply(conn, items) -> one result per item, in order; runs inside the batch's transaction.
+# apply(conn, items) -> one result per item, in order; runs inside the batch's transaction (or is
+# one statement). It must be idempotent: items of a failed batch run again, alone, and a commit
+# whose answer was lost with its connection looks like a failure.
 Apply = Callable[[asyncpg.Connection, list[Any]], Awaitable[list[Any]]]
 
 
@@ -43,11 +51,13 @@ class ItemFailed(Exception):
 
 
 class Batcher(Generic[Item, Result]):
-    def __init__(self, name: str, pool: asyncpg.Pool, apply: Apply, *, max_items: int = 256) -> None:
+    def __init__(self, name: str, pool: asyncpg.Pool, apply: Apply, *, max_items: int = 256,
+                 one_statement: bool = False) -> None:
         self.name = name
         self._pool = pool
         self._apply = apply
         self._max_items = max_items
+        self._one_statement = one_statement
         self._queued: list[tuple[Item, asyncio.Future[Result]]] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -78,17 +88,25 @@ class Batcher(Generic[Item, Result]):
             self._wake.clear()
             while self._queued:
                 batch, self._queued = self._queued[:self._max_items], self._queued[self._max_items:]
-                await self._flush(batch)
+                await self._flush(batch)  # what queues meanwhile makes the next batch
             if self._closing:
                 return
+
+    async def _run(self, items: list[Item]) -> list[Result]:
+        async with self._pool.acquire() as conn:
+            if self._one_statement:
+                results = await self._apply(conn, items)
+            else:
+                async with conn.transaction():
+                    results = await self._apply(conn, items)
+        if len(results) != len(items):
+            raise RuntimeError(f"{len(results)} results for {len(items)} items")
+        return results
 
     async def _flush(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         items = [item for item, _ in batch]
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                results = await self._apply(conn, items)
-                if len(results) != len(items):
-                    raise RuntimeError(f"{len(results)} results for {len(items)} items")
+            results = await self._run(items)
         except Exception as exc:  # noqa: BLE001 - whatever it was, each item gets its own chance
             if len(batch) > 1:
                 log.warning("batch_failed", batch=self.name, size=len(batch), error=type(exc).__name__)
@@ -111,18 +129,18 @@ class Batcher(Generic[Item, Result]):
 
     async def _alone(self, item: Item) -> Result:
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                return (await self._apply(conn, [item]))[0]
+            return (await self._run([item]))[0]
         except Exception as exc:
             raise ItemFailed(f"{self.name}: {type(exc).__name__}") from exc
 
 
-def batcher_ctx(key: web.AppKey, name: str, apply: Callable[[web.Application], Apply]):
-    """A cleanup context that keeps a Batcher under `key`; `apply(app)` gives its apply function.
-    Append it after the pool's: the batcher is closed (its queue applied) before the pool."""
+def batcher_ctx(key: web.AppKey, name: str, apply: Callable[[web.Application], Apply], **options: Any):
+    """A cleanup context that keeps a Batcher under `key`; `apply(app)` gives its apply function,
+    `options` the Batcher's. Append it after the pool's: the batcher is closed (its queue
+    applied) before the pool."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        batcher: Batcher = Batcher(name, app[pool_key], apply(app))
+        batcher: Batcher = Batcher(name, app[pool_key], apply(app), **options)
         batcher.start()
         app[key] = batcher
         try:
