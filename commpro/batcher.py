@@ -16,8 +16,9 @@ counters, each sorted): they wait for each other, never deadlock.
 `one_statement`: `apply` runs a single statement, which PostgreSQL runs as a transaction of its
 own, committed before asyncpg returns its rows: no BEGIN and COMMIT round trips.
 
-A batch that fails (a deadlock, a bad item, the database gone) is rolled back whole, and each of
-its items is then run alone in a transaction of its own: one bad item never fails the others.
+A batch that fails (a deadlock, a bad item) is rolled back whole, and each of its items is then
+run alone in a transaction of its own: one bad item never fails the others. When the database
+is out of reach, every item of the batch fails at once instead.
 An item that fails alone raises ItemFailed in its request, whose caller can then do the work its
 own way (the webhooks run their item-at-a-time code, which answers as it always has).
 
@@ -36,6 +37,7 @@ import structlog
 from aiohttp import web
 
 from commpro.appkeys import pool_key
+from commpro.dbhealth import is_outage
 
 log = structlog.get_logger("commpro.batcher")
 Item = TypeVar("Item")
@@ -108,6 +110,13 @@ class Batcher(Generic[Item, Result]):
         try:
             results = await self._run(items)
         except Exception as exc:  # noqa: BLE001 - whatever it was, each item gets its own chance
+            if is_outage(exc):
+                # The database is out of reach: running each item alone would only wait for it
+                # as many times. Each request answers its own way (a 503).
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(ItemFailed(f"{self.name}: {type(exc).__name__}"))
+                return
             if len(batch) > 1:
                 log.warning("batch_failed", batch=self.name, size=len(batch), error=type(exc).__name__)
             for item, future in batch:

@@ -14,7 +14,8 @@ import pytest
 from commpro.batcher import Batcher, ItemFailed
 from commpro.calls.store import STATUS_RANK as CALL_RANK
 from commpro.messages.store import STATUS_RANK as MESSAGE_RANK
-from tests.conftest import WAIT_S, new_user
+from tests.conftest import WAIT_S, create_database, new_user
+from tests.test_outage import postgres  # noqa: F401 - a PostgreSQL of this test's own, to stop
 
 DEST = "+447911123456"
 CALLER = "+14155550100"
@@ -184,6 +185,19 @@ async def test_a_failing_item_fails_nobody_else(service, logs, times):
     assert all(statuses[-1] == "completed" for statuses in by_call.values()) and len(by_call) == len(calls)
     alone = [r for r in logs.records() if r["event"] == "status_callback_alone"]
     assert [r["call_sid"][2:] for r in alone] == ([bad_sid[2:]] if times == 2 else [])
+
+
+async def test_callbacks_during_an_outage_are_503_without_running_each_alone(start_service, postgres, logs):  # noqa: F811
+    service = await start_service(DATABASE_URL=await create_database(postgres.url))
+    await postgres.stop()
+    calls = [service.webhook("/webhook/voice/status", {"CallSid": "CA" + uuid.uuid4().hex, "CallStatus": "ringing"})
+             for _ in range(6)]
+    messages = [service.webhook("/webhook/status", {"MessageSid": "SM" + uuid.uuid4().hex, "MessageStatus": "sent"})
+                for _ in range(6)]
+    answers = await asyncio.gather(*calls, *messages)
+    assert [a.status for a in answers] == [503] * 12
+    lines = [r["event"] for r in logs.records()]
+    assert "batch_failed" not in lines and "unhandled_error" not in lines
 
 
 # -- the batcher itself, on the real pool ------------------------------------------------------
