@@ -59,8 +59,9 @@ async def call_status(service, sid: str, status: str, path: str = "/webhook/voic
 
 
 def assert_forward_only(events: list[dict], key: str, ranks: dict[str, int]) -> dict[str, list[str]]:
-    """Numbers consecutive from the first; each row's statuses strictly forward. By row."""
-    assert [e["id"] for e in events] == list(range(events[0]["id"], events[0]["id"] + len(events)))
+    """A new user's events: numbered 1, 2, 3... without a gap; each row's statuses strictly
+    forward. The statuses by row."""
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
     by_row: dict[str, list[str]] = {}
     for event in events:
         by_row.setdefault(event["data"][key], []).append(event["data"]["status"])
