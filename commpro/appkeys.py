@@ -72,6 +72,8 @@ class Meters(Protocol):
     """commpro.metrics.Metrics: the Prometheus registry and the service's metrics in it."""
 
     registry: Any  # prometheus_client.CollectorRegistry
+    batch_sizes: Any  # a Histogram by batch kind
+    batch_failures: Any  # a Counter by batch kind
 
     def job_succeeded(self, name: str) -> None: ...
 

@@ -36,7 +36,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import pool_key
+from commpro.appkeys import Meters, metrics_key, pool_key
 from commpro.dbhealth import is_outage
 
 log = structlog.get_logger("commpro.batcher")
@@ -54,8 +54,9 @@ class ItemFailed(Exception):
 
 class Batcher(Generic[Item, Result]):
     def __init__(self, name: str, pool: asyncpg.Pool, apply: Apply, *, max_items: int = 256,
-                 one_statement: bool = False) -> None:
+                 one_statement: bool = False, metrics: Meters | None = None) -> None:
         self.name = name
+        self._metrics = metrics
         self._pool = pool
         self._apply = apply
         self._max_items = max_items
@@ -107,6 +108,8 @@ class Batcher(Generic[Item, Result]):
 
     async def _flush(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         items = [item for item, _ in batch]
+        if self._metrics is not None:
+            self._metrics.batch_sizes.labels(self.name).observe(len(items))
         try:
             results = await self._run(items)
         except Exception as exc:  # noqa: BLE001 - whatever it was, each item gets its own chance
@@ -119,6 +122,8 @@ class Batcher(Generic[Item, Result]):
                 return
             if len(batch) > 1:
                 log.warning("batch_failed", batch=self.name, size=len(batch), error=type(exc).__name__)
+                if self._metrics is not None:
+                    self._metrics.batch_failures.labels(self.name).inc()
             for item, future in batch:
                 await self._settle_alone(item, future)
             return
@@ -149,7 +154,7 @@ def batcher_ctx(key: web.AppKey, name: str, apply: Callable[[web.Application], A
     applied) before the pool."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        batcher: Batcher = Batcher(name, app[pool_key], apply(app), **options)
+        batcher: Batcher = Batcher(name, app[pool_key], apply(app), metrics=app[metrics_key], **options)
         batcher.start()
         app[key] = batcher
         try:

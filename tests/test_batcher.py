@@ -11,6 +11,7 @@ import uuid
 import orjson
 import pytest
 
+from commpro.appkeys import metrics_key
 from commpro.batcher import Batcher, ItemFailed
 from commpro.calls.store import STATUS_RANK as CALL_RANK
 from commpro.messages.store import STATUS_RANK as MESSAGE_RANK
@@ -75,6 +76,12 @@ def batched_all(logs) -> bool:
     return not [r for r in logs.records() if r["event"] in ("batch_failed", "status_callback_alone")]
 
 
+def batched_items(service, batch: str) -> float:
+    """How many items this service's batches of `batch` held, from /metrics' histogram."""
+    registry = service.app[metrics_key].registry
+    return registry.get_sample_value("commpro_webhook_batch_size_sum", {"batch": batch})
+
+
 async def test_concurrent_callbacks_of_one_user_are_applied_once_in_order(service, logs):
     user = new_user()
     calls = await make_calls(service, user, 40)
@@ -101,6 +108,7 @@ async def test_concurrent_callbacks_of_one_user_are_applied_once_in_order(servic
         assert await conn.fetchval("SELECT count(*) FROM call_quality WHERE call_id = ANY($1)", ids) == len(ids)
     await ws.close()
     assert batched_all(logs)
+    assert batched_items(service, "call-status") == len(posts)
 
 
 async def test_concurrent_message_status_callbacks_move_each_message_once(service, logs):
@@ -129,6 +137,7 @@ async def test_concurrent_message_status_callbacks_move_each_message_once(servic
     assert await service.pool.fetchval("SELECT count(*) FROM jobs WHERE kind = 'messages-prices' AND key = ANY($1)",
                                        keys) == len(keys)
     assert batched_all(logs)
+    assert batched_items(service, "message-status") == len(posts)
 
 
 async def test_unknown_sids_and_known_ones_in_the_same_moment(service, logs):
