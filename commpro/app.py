@@ -8,14 +8,17 @@ from aiohttp import web
 
 from commpro import openapi, ops
 from commpro.appkeys import (
+    call_status_batcher_key,
     config_key,
     jobs_key,
     keyring_key,
+    message_status_batcher_key,
     metrics_key,
     started_at_key,
     tasks_key,
 )
 from commpro.auth import auth_middleware
+from commpro.batcher import batcher_ctx
 from commpro.calls import recordings as call_recordings
 from commpro.calls import routes as call_routes
 from commpro.calls import screening as call_screening
@@ -86,6 +89,12 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.cleanup_ctx.append(twilio_ctx(twilio))
     app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(jobs_ctx)
+    # After the pool's: on shutdown each batcher applies what it holds before the pool closes.
+    # Each applies its batch in one statement (sql/0011), its own transaction.
+    app.cleanup_ctx.append(batcher_ctx(call_status_batcher_key, "call-status", call_webhooks.status_batch,
+                                       one_statement=True))
+    app.cleanup_ctx.append(batcher_ctx(message_status_batcher_key, "message-status", message_webhooks.status_batch,
+                                       one_statement=True))
     app.add_routes(ops.routes)
     app.add_routes(console_routes.routes)
     app.add_routes(openapi.routes)

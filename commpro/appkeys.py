@@ -72,8 +72,16 @@ class Meters(Protocol):
     """commpro.metrics.Metrics: the Prometheus registry and the service's metrics in it."""
 
     registry: Any  # prometheus_client.CollectorRegistry
+    batch_sizes: Any  # a Histogram by batch kind
+    batch_failures: Any  # a Counter by batch kind
 
     def job_succeeded(self, name: str) -> None: ...
+
+
+class Batch(Protocol):
+    """commpro.batcher.Batcher: applies concurrent webhooks of one kind in one transaction."""
+
+    async def submit(self, item: Any) -> Any: ...
 
 
 config_key = web.AppKey("config_key", Settings)
@@ -92,6 +100,9 @@ metrics_key = web.AppKey("metrics_key", Meters)
 own_auth_key = web.AppKey("own_auth_key", bool)
 # The database's health as requests and loops see it (commpro.dbhealth).
 db_health_key = web.AppKey("db_health_key", Health)
+# Group commit of the voice and message status callbacks (commpro.batcher).
+call_status_batcher_key = web.AppKey("call_status_batcher_key", Batch)
+message_status_batcher_key = web.AppKey("message_status_batcher_key", Batch)
 
 request_id_key = web.RequestKey("request_id_key", str)
 # The verified JWT claims of the caller; absent on routes that need no JWT.

@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 UNMATCHED = "unmatched"
@@ -65,6 +66,12 @@ class Metrics:
                                  registry=self.registry)
         self.jobs_lag = Gauge("commpro_jobs_lag_seconds", "How long the oldest due job of each kind has waited",
                               ["kind"], registry=self.registry)
+        self.batch_sizes = Histogram(
+            "commpro_webhook_batch_size", "Webhooks applied together by one statement (commpro.batcher), by kind",
+            ["batch"], buckets=BATCH_BUCKETS, registry=self.registry)
+        self.batch_failures = Counter(
+            "commpro_webhook_batch_failures", "Batches rolled back, whose items then ran alone, by kind",
+            ["batch"], registry=self.registry)
         self.live = _Live()
         self.registry.register(self.live)
 

@@ -206,6 +206,19 @@ async def find_webhook_call(conn: asyncpg.Connection, call_id: uuid.UUID | None,
     return None
 
 
+# Many status callbacks in one statement (sql/0011_webhook_batches.sql): for each item, in
+# order, what status_callback does in Python, or 'unknown' (no such call), or 'slow' (left to it).
+STATUS_CALLBACKS = "SELECT n, outcome FROM call_status_callbacks($1::jsonb, $2, $3, $4, $5, $6) ORDER BY n"
+
+
+async def apply_status_callbacks(conn: asyncpg.Connection, items: list[dict], *, price_kind: str, price_after_s: float,
+                                 quality_kind: str, quality_after_s: float, channel: str) -> list[str]:
+    """Each item's outcome: 'done', 'unknown' or 'slow'. Items are webhooks.status_item's."""
+    rows = await conn.fetch(STATUS_CALLBACKS, [{**item, "n": n} for n, item in enumerate(items)], price_kind,
+                            float(price_after_s), quality_kind, float(quality_after_s), channel)
+    return [row["outcome"] for row in rows]
+
+
 # A repeated callback never brings back a recording the user deleted, and a voicemail never
 # takes the place of the call's own (<Dial record>) recording, which would then never be deleted
 # at Twilio.

@@ -4,12 +4,14 @@ status callbacks. The guard has checked each signature before these run."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 
 import structlog
 from aiohttp import web
 
 from commpro import jobs
-from commpro.appkeys import config_key, pool_key
+from commpro.appkeys import call_status_batcher_key, config_key, pool_key
+from commpro.batcher import Apply, ItemFailed
 from commpro.calls import devices, inbound_store, leg_store, store, twiml
 from commpro.calls.answering import call_connected, call_id_param, first_leg_taken, leg_accepted, leg_device
 from commpro.calls.prices import PRICES
@@ -17,7 +19,7 @@ from commpro.errors import ValidationError
 from commpro.events import store as events
 from commpro.numbers import hours
 from commpro.numbers import store as numbers
-from commpro.quality.poller import enrol_call
+from commpro.quality.poller import VOICE_INSIGHTS, enrol_call
 from commpro.validation import is_e164
 from commpro.webhooks import form_int, webhook_form
 from commpro.webhooks import twiml as twiml_response
@@ -145,20 +147,57 @@ async def dial_completed(request: web.Request) -> web.Response:
 async def status_callback(request: web.Request) -> web.Response:
     """A leg's status. `leg=dial` is the leg to the destination (outbound: it is the call's
     status) or to the user (inbound: it tells when the user answered); `leg=user` is an outbound
-    call's first leg, which only ends the call when the user never answered."""
+    call's first leg, which only ends the call when the user never answered.
+
+    Applied with the callbacks arriving at the same moment, in one statement and transaction
+    (commpro.batcher, sql/0011), and answered once committed; the rare cases that statement
+    leaves ('slow': an SID to adopt, a leg that takes the call) run here, one at a time."""
     form = webhook_form(request, "CallSid", "CallStatus")
     status = form["CallStatus"]
     if status not in store.STATUS_RANK:
         raise ValidationError(details={"CallStatus": "unknown status"})
     sequence, duration, error = form_int(form, "SequenceNumber"), form_int(form, "CallDuration"), form_int(form, "ErrorCode")
+    call_id = call_id_param(request)
+    target = form.get("To", "")
+    item = {
+        "callId": str(call_id) if call_id else None, "sid": form["CallSid"], "status": status,
+        "rank": store.STATUS_RANK[status], "seq": sequence or 0, "duration": duration, "error": error,
+        "leg": request.query.get("leg"), "parent": form.get("ParentCallSid") or None, "target": target,
+        "device": request.query.get("device") or leg_device(target),
+        "accepts": status == "in-progress" and request.query.get("screened") != "1",
+    }
+    try:
+        outcome = await request.config_dict[call_status_batcher_key].submit(item)
+    except ItemFailed:
+        outcome = "slow"  # failed even alone: the code below answers as it always has
+    if outcome == "unknown":
+        log.info("status_for_unknown_call", call_sid=form["CallSid"], status=status)
+    elif outcome == "slow":
+        log.debug("status_callback_alone", call_sid=form["CallSid"], status=status)
+        await _status_alone(request, form, call_id, sequence, duration, error)
+    return web.Response(status=204)
+
+
+def status_batch(app: web.Application) -> Apply:
+    """What the status callbacks' batcher runs: store.apply_status_callbacks with this config."""
+    config = app[config_key]
+    return partial(store.apply_status_callbacks, price_kind=PRICES.kind, price_after_s=config.prices.first_after_s,
+                   quality_kind=VOICE_INSIGHTS, quality_after_s=config.quality.first_fetch_after_s,
+                   channel=events.CHANNEL)
+
+
+async def _status_alone(request: web.Request, form, call_id, sequence: int | None, duration: int | None,
+                        error: int | None) -> None:
+    """One status callback in a transaction of its own: every case, the rare ones included."""
+    status = form["CallStatus"]
     leg = request.query.get("leg")
     config = request.config_dict[config_key]
     price_after = config.prices.first_after_s
     async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
-        call = await store.find_webhook_call(conn, call_id_param(request), form["CallSid"])
+        call = await store.find_webhook_call(conn, call_id, form["CallSid"])
         if call is None:
             log.info("status_for_unknown_call", call_sid=form["CallSid"], status=status)
-            return web.Response(status=204)
+            return
 
         moved: str | None = None
 
@@ -206,4 +245,3 @@ async def status_callback(request: web.Request) -> web.Response:
         if moved:
             # Last: the owner's event counter stays locked until the commit.
             await events.publish(conn, call["user_id"], "call.status", {"callId": str(call["id"]), "status": moved})
-    return web.Response(status=204)

@@ -4,16 +4,18 @@ signature before these run."""
 from __future__ import annotations
 
 import uuid
+from functools import partial
 
 import structlog
 from aiohttp import web
 from twilio.twiml.messaging_response import MessagingResponse
 
 from commpro import jobs
-from commpro.appkeys import config_key, jobs_key, keyring_key, pool_key
+from commpro.appkeys import config_key, jobs_key, keyring_key, message_status_batcher_key, pool_key
+from commpro.batcher import Apply, ItemFailed
 from commpro.errors import ValidationError
 from commpro.events import store as events
-from commpro.messages import erasure_store, inbound_store, store
+from commpro.messages import erasure_store, inbound_store, status_store, store
 from commpro.messages.content import seal
 from commpro.messages.media import MEDIA_FETCH
 from commpro.messages.prices import PRICES
@@ -81,7 +83,11 @@ def _pending_media(form, num_media: int) -> list[inbound_store.PendingMedia]:
 @routes.post("/webhook/status", name="webhook_message_status")
 async def message_status(request: web.Request) -> web.Response:
     """MessageStatus only moves forward (store.STATUS_RANK); late or repeated callbacks change
-    nothing. ErrorMessage is kept beside ErrorCode."""
+    nothing. ErrorMessage is kept beside ErrorCode.
+
+    Applied with the callbacks arriving at the same moment, in one statement and transaction
+    (commpro.batcher, sql/0011), and answered once committed; what that statement leaves ('slow':
+    an SID to adopt, an erasure to queue) runs here, one at a time."""
     form = webhook_form(request, "MessageSid", "MessageStatus")
     status = form["MessageStatus"]
     if status not in store.STATUS_RANK:
@@ -93,13 +99,43 @@ async def message_status(request: web.Request) -> web.Response:
             message_id = uuid.UUID(request.query["messageId"])
         except ValueError:
             raise ValidationError(details={"messageId": "must be a UUID"}) from None
+    rank = store.STATUS_RANK[status]
+    erase = request.config_dict[config_key].messages.erase_at_twilio and _is_final(status)
+    item = {"messageId": str(message_id) if message_id else None, "sid": form["MessageSid"], "status": status,
+            "rank": rank, "error": error_code, "errorMessage": form.get("ErrorMessage") or None, "erase": erase}
+    try:
+        outcome = await request.config_dict[message_status_batcher_key].submit(item)
+    except ItemFailed:
+        outcome = "slow"  # failed even alone: the code below answers as it always has
+    if outcome == "unknown":
+        log.info("status_for_unknown_message", message_sid=form["MessageSid"], status=status)
+    elif outcome == "slow":
+        log.debug("status_callback_alone", message_sid=form["MessageSid"], status=status)
+        await _status_alone(request, form, message_id, error_code)
+    return web.Response(status=204)
+
+
+def _is_final(status: str) -> bool:
+    """Twilio has a price for it now (and its content may be erased there)."""
+    return store.STATUS_RANK[status] >= store.FINAL_RANK and status != "canceled"
+
+
+def status_batch(app: web.Application) -> Apply:
+    """What the message status batcher runs: status_store.apply_status_callbacks with this config."""
+    return partial(status_store.apply_status_callbacks, price_kind=PRICES.kind,
+                   price_after_s=app[config_key].prices.first_after_s, channel=events.CHANNEL)
+
+
+async def _status_alone(request: web.Request, form, message_id: uuid.UUID | None, error_code: int | None) -> None:
+    """One status callback in a transaction of its own: every case, the rare ones included."""
+    status = form["MessageStatus"]
     config = request.config_dict[config_key]
     price_after = config.prices.first_after_s
     async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
         message = await store.find_webhook_message(conn, message_id, form["MessageSid"])
         if message is None:
             log.info("status_for_unknown_message", message_sid=form["MessageSid"], status=status)
-            return web.Response(status=204)
+            return
         if message["sid"] is None and message["direction"] == "outbound" and await store.adopt_message_sid(
                 conn, message["id"], form["MessageSid"]):
             # Our messageId proves Twilio took a message whose create went unanswered.
@@ -107,7 +143,7 @@ async def message_status(request: web.Request) -> web.Response:
             await events.publish(conn, message["user_id"], "message.status",
                                  {"messageId": str(message["id"]), "status": "queued"})
         if await store.apply_status(conn, message["id"], status, error_code, form.get("ErrorMessage") or None):
-            final = store.STATUS_RANK[status] >= store.FINAL_RANK and status != "canceled"
+            final = _is_final(status)
             if final:  # Twilio has a price for it now
                 await jobs.enqueue(conn, PRICES.kind, str(message["id"]), after_s=price_after)
             if config.messages.erase_at_twilio and message["direction"] == "outbound" and final:
@@ -115,4 +151,3 @@ async def message_status(request: web.Request) -> web.Response:
             # Last: the owner's event counter stays locked until the commit.
             await events.publish(conn, message["user_id"], "message.status",
                                  {"messageId": str(message["id"]), "status": status})
-    return web.Response(status=204)

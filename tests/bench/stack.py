@@ -124,7 +124,9 @@ async def start_peer(peer_dir: Path, database_url: str) -> tuple[subprocess.Pope
 def commpro_env(database_url: str, port: int, data_dir: Path) -> dict[str, str]:
     return {"DATABASE_URL": database_url, "PORT": str(port), "HOST": "127.0.0.1",
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "JWT_SECRET": JWT_SECRET,
-            "COMMPRO_APP_DATA_DIR": str(data_dir), "LOG_LEVEL": "INFO"}
+            "COMMPRO_APP_DATA_DIR": str(data_dir), "LOG_LEVEL": "INFO",
+            # Production's log lines (JSON), not development's console rendering, which costs more.
+            "LOG_FORMAT": "json"}
 
 
 async def start_commpro(env: dict[str, str]) -> tuple[subprocess.Popen, str]:

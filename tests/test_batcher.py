@@ -1,0 +1,269 @@
+"""Group commit of status callbacks (commpro.batcher, sql/0011): concurrent callbacks applied
+together, each acknowledged only once committed, exactly once, with the owner's events numbered
+without gaps; a failing batch fails nobody innocent; shutdown drops nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+import orjson
+import pytest
+
+from commpro.appkeys import metrics_key
+from commpro.batcher import Batcher, ItemFailed
+from commpro.calls.store import STATUS_RANK as CALL_RANK
+from commpro.messages.store import STATUS_RANK as MESSAGE_RANK
+from tests.conftest import WAIT_S, create_database, new_user
+from tests.test_outage import postgres  # noqa: F401 - a PostgreSQL of this test's own, to stop
+
+DEST = "+447911123456"
+CALLER = "+14155550100"
+INSERT_CALL = """
+INSERT INTO calls (user_id, sid, direction, from_number, to_number, status, status_rank)
+VALUES ($1, $2, 'outbound', $3, $4, 'initiated', 0) RETURNING id
+"""
+INSERT_CONTACT = "INSERT INTO contacts (user_id, phone_number) VALUES ($1, $2) RETURNING id"
+INSERT_MESSAGE = """
+INSERT INTO messages (user_id, contact_id, sid, direction, from_number, to_number, status, status_rank)
+VALUES ($1, $2, $3, 'outbound', $4, $5, 'queued', 2) RETURNING id
+"""
+
+
+async def make_calls(service, user: str, count: int) -> dict[str, uuid.UUID]:
+    """`count` placed outbound calls of `user`, by SID."""
+    sids = {}
+    async with service.pool.acquire() as conn:
+        for _ in range(count):
+            sid = "CA" + uuid.uuid4().hex
+            sids[sid] = await conn.fetchval(INSERT_CALL, user, sid, CALLER, DEST)
+    return sids
+
+
+async def events_of(service, user: str) -> list[dict]:
+    async with service.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT seq, type, payload FROM events WHERE user_id = $1 ORDER BY seq", user)
+    return [{"id": r["seq"], "type": r["type"], "data": r["payload"]} for r in rows]
+
+
+async def receive(ws, count: int) -> list[dict]:
+    return [orjson.loads((await asyncio.wait_for(ws.receive(), WAIT_S)).data) for _ in range(count)]
+
+
+async def call_status(service, sid: str, status: str, path: str = "/webhook/voice/status", **extra) -> None:
+    """Post one status callback; once answered, its effect is visible from another connection."""
+    resp = await service.webhook(path, {"CallSid": sid, "CallStatus": status, **extra})
+    assert resp.status == 204
+    rank = await service.pool.fetchval("SELECT status_rank FROM calls WHERE sid = $1 OR dial_sid = $1", sid)
+    assert rank >= CALL_RANK[status]
+
+
+def assert_forward_only(events: list[dict], key: str, ranks: dict[str, int]) -> dict[str, list[str]]:
+    """A new user's events: numbered 1, 2, 3... without a gap; each row's statuses strictly
+    forward. The statuses by row."""
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    by_row: dict[str, list[str]] = {}
+    for event in events:
+        by_row.setdefault(event["data"][key], []).append(event["data"]["status"])
+    for statuses in by_row.values():
+        assert [ranks[s] for s in statuses] == sorted({ranks[s] for s in statuses})
+    return by_row
+
+
+def batched_all(logs) -> bool:
+    """No batch failed, and the batch statement did every item (none left to the old code)."""
+    return not [r for r in logs.records() if r["event"] in ("batch_failed", "status_callback_alone")]
+
+
+def batched_items(service, batch: str) -> float:
+    """How many items this service's batches of `batch` held, from /metrics' histogram."""
+    registry = service.app[metrics_key].registry
+    return registry.get_sample_value("commpro_webhook_batch_size_sum", {"batch": batch})
+
+
+async def test_concurrent_callbacks_of_one_user_are_applied_once_in_order(service, logs):
+    user = new_user()
+    calls = await make_calls(service, user, 40)
+    ws = await service.client.ws_connect("/api/events", headers=service.auth(user))
+    posts = [(sid, status) for sid in calls for status in ("ringing", "in-progress", "completed")]
+    posts += [(sid, "completed") for sid in list(calls)[:5] for _ in range(7)]  # the same webhook 8 times
+    random.shuffle(posts)
+    await asyncio.gather(*(call_status(service, sid, status, CallDuration="12") for sid, status in posts))
+    stored = await events_of(service, user)
+    # Every event reaches the stream, in order, as the log has it.
+    received = await receive(ws, len(stored))
+    assert [{k: m[k] for k in ("id", "type", "data")} for m in received] == stored
+    by_call = assert_forward_only(stored, "callId", CALL_RANK)
+    assert set(by_call) == {str(i) for i in calls.values()}
+    assert all(statuses[-1] == "completed" for statuses in by_call.values())
+    async with service.pool.acquire() as conn:
+        ids = list(calls.values())
+        assert await conn.fetchval("SELECT count(*) FROM calls WHERE id = ANY($1) AND status = 'completed' "
+                                   "AND duration_s = 12 AND ended_at IS NOT NULL", ids) == len(ids)
+        # Priced and enrolled for Voice Insights, once each.
+        keys = [str(i) for i in ids]
+        assert await conn.fetchval("SELECT count(*) FROM jobs WHERE kind = 'calls-prices' AND key = ANY($1)",
+                                   keys) == len(ids)
+        assert await conn.fetchval("SELECT count(*) FROM call_quality WHERE call_id = ANY($1)", ids) == len(ids)
+    await ws.close()
+    assert batched_all(logs)
+    assert batched_items(service, "call-status") == len(posts)
+
+
+async def test_concurrent_message_status_callbacks_move_each_message_once(service, logs):
+    user = new_user()
+    async with service.pool.acquire() as conn:
+        contact = await conn.fetchval(INSERT_CONTACT, user, DEST)
+        messages = {}
+        for _ in range(30):
+            sid = "SM" + uuid.uuid4().hex
+            messages[sid] = await conn.fetchval(INSERT_MESSAGE, user, contact, sid, CALLER, DEST)
+    posts = [(sid, status) for sid in messages for status in ("sent", "delivered")]
+    posts += [(sid, "delivered") for sid in list(messages)[:3] for _ in range(7)]
+    random.shuffle(posts)
+
+    async def post(sid: str, status: str) -> None:
+        resp = await service.webhook("/webhook/status", {"MessageSid": sid, "MessageStatus": status})
+        assert resp.status == 204
+        rank = await service.pool.fetchval("SELECT status_rank FROM messages WHERE sid = $1", sid)
+        assert rank >= MESSAGE_RANK[status]
+
+    await asyncio.gather(*(post(sid, status) for sid, status in posts))
+    by_message = assert_forward_only(await events_of(service, user), "messageId", MESSAGE_RANK)
+    assert set(by_message) == {str(i) for i in messages.values()}
+    assert all(statuses[-1] == "delivered" for statuses in by_message.values())
+    keys = [str(i) for i in messages.values()]
+    assert await service.pool.fetchval("SELECT count(*) FROM jobs WHERE kind = 'messages-prices' AND key = ANY($1)",
+                                       keys) == len(keys)
+    assert batched_all(logs)
+    assert batched_items(service, "message-status") == len(posts)
+
+
+async def test_unknown_sids_and_known_ones_in_the_same_moment(service, logs):
+    user = new_user()
+    [sid] = await make_calls(service, user, 1)
+    unknown = ["CA" + uuid.uuid4().hex for _ in range(5)]
+    answers = await asyncio.gather(*(service.webhook("/webhook/voice/status", {"CallSid": s, "CallStatus": "ringing"})
+                                     for s in [sid, *unknown]))
+    assert [a.status for a in answers] == [204] * 6
+    assert await service.pool.fetchval("SELECT status FROM calls WHERE sid = $1", sid) == "ringing"
+    assert logs.getvalue().count("status_for_unknown_call") == 5
+
+
+# A database fault on one call's leg, the first `times` times it is written: a real failure in
+# the middle of a batch, not a mock.
+FAIL_LEG = """
+CREATE SEQUENCE {name}_seq;
+CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.target = '{target}' AND nextval('{name}_seq') <= {times} THEN
+        RAISE EXCEPTION 'injected fault';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER {name} BEFORE INSERT ON call_legs FOR EACH ROW EXECUTE FUNCTION {name}();
+"""
+UNDO_FAIL_LEG = """
+DROP TRIGGER {name} ON call_legs; DROP FUNCTION {name}(); DROP SEQUENCE {name}_seq;
+"""
+
+
+@pytest.mark.parametrize("times", [1, 2])
+async def test_a_failing_item_fails_nobody_else(service, logs, times):
+    """Once: the batch is rolled back and every item, the faulty one too, succeeds alone. Twice:
+    it fails alone too, and the one-at-a-time code answers it, as it always has."""
+    user = new_user()
+    calls = await make_calls(service, user, 20)
+    bad_sid, bad_target = next(iter(calls)), "+33999999999"
+    name = "fail_leg_" + uuid.uuid4().hex[:12]
+    await service.pool.execute(FAIL_LEG.format(name=name, target=bad_target, times=times))
+    try:
+        posts = [(sid, "CH" + sid[2:], status) for sid in calls for status in ("in-progress", "completed")]
+        random.shuffle(posts)
+        await asyncio.gather(*(
+            call_status(service, leg, status, f"/webhook/voice/status?leg=dial&callId={calls[sid]}",
+                        To=bad_target if sid == bad_sid else DEST, ParentCallSid=sid)
+            for sid, leg, status in posts))
+    finally:
+        await service.pool.execute(UNDO_FAIL_LEG.format(name=name))
+    async with service.pool.acquire() as conn:
+        legs = await conn.fetch("SELECT call_id, status FROM call_legs WHERE call_id = ANY($1)", list(calls.values()))
+        assert sorted(r["call_id"] for r in legs) == sorted(calls.values())
+        assert {r["status"] for r in legs} == {"completed"}
+    by_call = assert_forward_only(await events_of(service, user), "callId", CALL_RANK)
+    assert all(statuses[-1] == "completed" for statuses in by_call.values()) and len(by_call) == len(calls)
+    alone = [r for r in logs.records() if r["event"] == "status_callback_alone"]
+    assert [r["call_sid"][2:] for r in alone] == ([bad_sid[2:]] if times == 2 else [])
+
+
+async def test_callbacks_during_an_outage_are_503_without_running_each_alone(start_service, postgres, logs):  # noqa: F811
+    service = await start_service(DATABASE_URL=await create_database(postgres.url))
+    await postgres.stop()
+    calls = [service.webhook("/webhook/voice/status", {"CallSid": "CA" + uuid.uuid4().hex, "CallStatus": "ringing"})
+             for _ in range(6)]
+    messages = [service.webhook("/webhook/status", {"MessageSid": "SM" + uuid.uuid4().hex, "MessageStatus": "sent"})
+                for _ in range(6)]
+    answers = await asyncio.gather(*calls, *messages)
+    assert [a.status for a in answers] == [503] * 12
+    lines = [r["event"] for r in logs.records()]
+    assert "batch_failed" not in lines and "unhandled_error" not in lines
+
+
+# -- the batcher itself, on the real pool ------------------------------------------------------
+
+
+@pytest.fixture
+async def probe_table(service):
+    name = "batch_probe_" + uuid.uuid4().hex[:12]
+    await service.pool.execute(f"CREATE TABLE {name} (item text NOT NULL)")
+    yield name
+    await service.pool.execute(f"DROP TABLE {name}")
+
+
+async def test_a_batch_rolled_back_midway_leaves_nothing_half_applied(service, probe_table):
+    attempts: list[list[str]] = []
+
+    async def apply(conn, items):
+        attempts.append(list(items))
+        for item in items:
+            if item == "bad":
+                raise ValueError("a bad item")
+            await conn.execute(f"INSERT INTO {probe_table} (item) VALUES ($1)", item)
+        return [f"ok:{item}" for item in items]
+
+    batcher = Batcher("probe", service.pool, apply)
+    batcher.start()
+    results = await asyncio.gather(*(batcher.submit(i) for i in ("a", "b", "bad", "c")), return_exceptions=True)
+    await batcher.close()
+    # One batch first (a and b written, then the fault), rolled back; then each alone.
+    assert attempts == [["a", "b", "bad", "c"], ["a"], ["b"], ["bad"], ["c"]]
+    assert results[:2] == ["ok:a", "ok:b"] and results[3] == "ok:c"
+    assert isinstance(results[2], ItemFailed) and isinstance(results[2].__cause__, ValueError)
+    rows = await service.pool.fetch(f"SELECT item FROM {probe_table} ORDER BY item")
+    assert [r["item"] for r in rows] == ["a", "b", "c"]
+
+
+async def test_shutdown_applies_what_is_queued_and_runs_later_items_alone(service, probe_table):
+    release, in_flight = asyncio.Event(), asyncio.Event()
+    sizes: list[int] = []
+
+    async def apply(conn, items):
+        sizes.append(len(items))
+        in_flight.set()
+        await release.wait()
+        await conn.executemany(f"INSERT INTO {probe_table} (item) VALUES ($1)", [(i,) for i in items])
+        return list(items)
+
+    batcher = Batcher("probe", service.pool, apply)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit("first"))
+    await asyncio.wait_for(in_flight.wait(), WAIT_S)  # the first batch holds its transaction
+    queued = [asyncio.ensure_future(batcher.submit(f"queued{i}")) for i in range(3)]
+    closing = asyncio.ensure_future(batcher.close())
+    release.set()
+    await closing
+    assert await first == "first" and [await q for q in queued] == ["queued0", "queued1", "queued2"]
+    assert await batcher.submit("late") == "late"
+    assert sizes == [1, 3, 1]
+    assert await service.pool.fetchval(f"SELECT count(*) FROM {probe_table}") == 5
