@@ -10,6 +10,7 @@ from commpro import openapi, ops
 from commpro.appkeys import (
     call_status_batcher_key,
     config_key,
+    inbound_sms_batcher_key,
     jobs_key,
     keyring_key,
     message_status_batcher_key,
@@ -95,6 +96,8 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
                                        one_statement=True))
     app.cleanup_ctx.append(batcher_ctx(message_status_batcher_key, "message-status", message_webhooks.status_batch,
                                        one_statement=True))
+    # Inbound messages: one statement each, many in one transaction (one notifying commit).
+    app.cleanup_ctx.append(batcher_ctx(inbound_sms_batcher_key, "inbound-sms", message_webhooks.inbound_batch))
     app.add_routes(ops.routes)
     app.add_routes(console_routes.routes)
     app.add_routes(openapi.routes)

@@ -100,9 +100,10 @@ metrics_key = web.AppKey("metrics_key", Meters)
 own_auth_key = web.AppKey("own_auth_key", bool)
 # The database's health as requests and loops see it (commpro.dbhealth).
 db_health_key = web.AppKey("db_health_key", Health)
-# Group commit of the voice and message status callbacks (commpro.batcher).
+# Group commit of the voice and message status callbacks and of inbound messages (commpro.batcher).
 call_status_batcher_key = web.AppKey("call_status_batcher_key", Batch)
 message_status_batcher_key = web.AppKey("message_status_batcher_key", Batch)
+inbound_sms_batcher_key = web.AppKey("inbound_sms_batcher_key", Batch)
 
 request_id_key = web.RequestKey("request_id_key", str)
 # The verified JWT claims of the caller; absent on routes that need no JWT.

@@ -16,6 +16,7 @@ from commpro.batcher import Batcher, ItemFailed
 from commpro.calls.store import STATUS_RANK as CALL_RANK
 from commpro.messages.store import STATUS_RANK as MESSAGE_RANK
 from tests.conftest import WAIT_S, create_database, new_user
+from tests.test_messages import inbound
 from tests.test_outage import postgres  # noqa: F401 - a PostgreSQL of this test's own, to stop
 
 DEST = "+447911123456"
@@ -208,6 +209,61 @@ async def test_callbacks_during_an_outage_are_503_without_running_each_alone(sta
     assert [a.status for a in answers] == [503] * 12
     lines = [r["event"] for r in logs.records()]
     assert "batch_failed" not in lines and "unhandled_error" not in lines
+
+
+FAIL_MESSAGE = """
+CREATE SEQUENCE {name}_seq;
+CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.from_number = '{sender}' AND nextval('{name}_seq') <= 1 THEN
+        RAISE EXCEPTION 'injected fault';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER {name} BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION {name}();
+"""
+UNDO_FAIL_MESSAGE = "DROP TRIGGER {name} ON messages; DROP FUNCTION {name}(); DROP SEQUENCE {name}_seq;"
+
+
+@pytest.mark.parametrize("fault", [False, True])
+async def test_concurrent_inbound_messages_are_grouped_and_each_stored_once(service, logs, fault):
+    """Inbound SMS for three users at once, one of them sent 8 times: grouped into fewer
+    transactions than messages, each stored once with one event, each user's events numbered
+    without a gap. With a fault on one message's first insert, its batch is rolled back and
+    every message of it is stored alone: still each once."""
+    users = [new_user() for _ in range(3)]
+    numbers = [await service.add_number(user) for user in users]
+    sender = "+4479" + str(uuid.uuid4().int % 10**8).zfill(8)
+    posts = [(numbers[i % 3], "SM" + uuid.uuid4().hex, "+4478" + str(i).zfill(8)) for i in range(60)]
+    twice = posts[0]
+    posts += [twice] * 7 + [(numbers[1], "SM" + uuid.uuid4().hex, sender)]
+    random.shuffle(posts)
+    name = "fail_message_" + uuid.uuid4().hex[:12]
+    if fault:
+        await service.pool.execute(FAIL_MESSAGE.format(name=name, sender=sender))
+    try:
+        await asyncio.gather(*(inbound(service, peer, number, "Bonjour", MessageSid=sid)
+                               for number, sid, peer in posts))
+    finally:
+        if fault:
+            await service.pool.execute(UNDO_FAIL_MESSAGE.format(name=name))
+    sids = {sid for _, sid, _ in posts}
+    async with service.pool.acquire() as conn:
+        stored = await conn.fetchval("SELECT count(*) FROM messages WHERE sid = ANY($1)", list(sids))
+    assert stored == len(sids) == 61
+    received = 0
+    for user in users:
+        events = await events_of(service, user)
+        assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+        assert len({e["data"]["messageId"] for e in events}) == len(events)
+        received += len(events)
+    assert received == len(sids)
+    assert batched_items(service, "inbound-sms") == len(posts)
+    registry = service.app[metrics_key].registry
+    batches = registry.get_sample_value("commpro_webhook_batch_size_count", {"batch": "inbound-sms"})
+    assert batches < len(posts)  # grouped: fewer commits than messages
+    if not fault:
+        assert not [r for r in logs.records() if r["event"] == "batch_failed"]
 
 
 # -- the batcher itself, on the real pool ------------------------------------------------------

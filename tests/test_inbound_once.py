@@ -125,9 +125,9 @@ async def test_a_number_given_to_another_user_since_the_lookup_stores_nothing(se
     async with service.pool.acquire() as conn:
         number_id = await conn.fetchval("SELECT id FROM phone_numbers WHERE e164 = $1", number)
         key = await keyring.data_key(conn, thief, create=True)
-        row = await inbound_store.insert_inbound_sms(
-            conn, message_id, thief, number_id, sid, PEER, number, seal(key, "body", thief, message_id, b"x"), 1,
-            "GSM-7", 0, None, [], inbound_store.Jobs("messages-prices", 60, "media-fetch"), erase=True)
+        row = await inbound_store.insert_inbound_sms(conn, inbound_store.InboundSms(
+            message_id, thief, number_id, sid, PEER, number, seal(key, "body", thief, message_id, b"x"), 1,
+            "GSM-7", 0, None, [], inbound_store.Jobs("messages-prices", 60, "media-fetch"), erase=True))
     assert row is None
     assert await count(service, "SELECT count(*) FROM messages WHERE sid = $1", sid) == 0
     assert await count(service, "SELECT count(*) FROM contacts WHERE user_id = $1", thief) == 0

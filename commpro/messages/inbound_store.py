@@ -102,16 +102,48 @@ class Jobs:
     media_fetch: str
 
 
-async def insert_inbound_sms(conn: asyncpg.Connection, message_id: uuid.UUID, user_id: str, number_id: uuid.UUID,
-                             sid: str, from_number: str, to_number: str, sealed: tuple[bytes, bytes],
-                             segments: int | None, encoding: str, num_media: int, opted_out: bool | None,
-                             media: list[PendingMedia], jobs: Jobs, erase: bool) -> asyncpg.Record | None:
-    """Store an inbound message with its contact, conversation, media, jobs and event; run it
-    outside a transaction (it is one). A row (contact_id, blocked, inserted: False when a retry
-    found the message stored, seq: the event's number or None); None when the number is no
-    longer `user_id`'s. `opted_out`: True on STOP, False on START, None otherwise."""
+@dataclass(frozen=True)
+class InboundSms:
+    """One inbound message as the statement stores it. `opted_out`: True on STOP, False on
+    START, None otherwise; `sealed`: the body under the owner's data key."""
+    message_id: uuid.UUID
+    user_id: str
+    number_id: uuid.UUID
+    sid: str
+    from_number: str
+    to_number: str
+    sealed: tuple[bytes, bytes]
+    segments: int | None
+    encoding: str
+    num_media: int
+    opted_out: bool | None
+    media: list[PendingMedia]
+    jobs: Jobs
+    erase: bool
+
+
+async def insert_inbound_sms(conn: asyncpg.Connection, sms: InboundSms) -> asyncpg.Record | None:
+    """Store an inbound message with its contact, conversation, media, jobs and event: its own
+    transaction, or part of the caller's. A row (contact_id, blocked, inserted: False when a
+    retry found the message stored, seq: the event's number or None); None when the number is no
+    longer the owner's."""
+    media = sms.media
     return await conn.fetchrow(
-        INSERT_INBOUND_SMS, message_id, user_id, number_id, sid, from_number, to_number, sealed[0], sealed[1],
-        segments, encoding, num_media, opted_out, jobs.price, float(jobs.price_after_s),
-        [m.id for m in media], [m.sid for m in media], [m.content_type for m in media], [m.url for m in media],
-        [m.position for m in media], jobs.media_fetch, erase)
+        INSERT_INBOUND_SMS, sms.message_id, sms.user_id, sms.number_id, sms.sid, sms.from_number, sms.to_number,
+        sms.sealed[0], sms.sealed[1], sms.segments, sms.encoding, sms.num_media, sms.opted_out, sms.jobs.price,
+        float(sms.jobs.price_after_s), [m.id for m in media], [m.sid for m in media],
+        [m.content_type for m in media], [m.url for m in media], [m.position for m in media], sms.jobs.media_fetch,
+        sms.erase)
+
+
+async def insert_inbound_batch(conn: asyncpg.Connection, batch: list[InboundSms]) -> list[asyncpg.Record | None]:
+    """Many inbound messages in the caller's transaction (commpro.batcher: one commit, one
+    notifying commit, for all), each as insert_inbound_sms; the results in `batch`'s order.
+
+    Taken owner by owner, in one order, as the status batches take their owners' event counters:
+    concurrent batches wait for each other rather than deadlock. Idempotent on each MessageSid,
+    as the batcher needs (a failed batch's items run again, alone)."""
+    results: list[asyncpg.Record | None] = [None] * len(batch)
+    for i in sorted(range(len(batch)), key=lambda i: batch[i].user_id):
+        results[i] = await insert_inbound_sms(conn, batch[i])
+    return results

@@ -11,7 +11,14 @@ from aiohttp import web
 from twilio.twiml.messaging_response import MessagingResponse
 
 from commpro import jobs
-from commpro.appkeys import config_key, jobs_key, keyring_key, message_status_batcher_key, pool_key
+from commpro.appkeys import (
+    config_key,
+    inbound_sms_batcher_key,
+    jobs_key,
+    keyring_key,
+    message_status_batcher_key,
+    pool_key,
+)
 from commpro.batcher import Apply, ItemFailed
 from commpro.errors import ValidationError
 from commpro.events import store as events
@@ -36,7 +43,8 @@ async def inbound_sms(request: web.Request) -> web.Response:
     """Store the message encrypted, once per MessageSid, and answer at once; its media is
     recorded as pending in the same transaction and fetched in the background. Two round trips
     once the owner's data key is cached: the number's owner (whose key seals the body), then one
-    statement that is the whole transaction (inbound_store)."""
+    statement (inbound_store), applied with the messages arriving at the same moment in one
+    transaction (commpro.batcher) and answered once that is committed."""
     form = webhook_form(request, "MessageSid", "From", "To")
     num_media = max(0, min(form_int(form, "NumMedia") or 0, MAX_MEDIA))
     config = request.config_dict[config_key]
@@ -45,19 +53,20 @@ async def inbound_sms(request: web.Request) -> web.Response:
     message_id = uuid.uuid4()
     async with request.config_dict[pool_key].acquire() as conn:
         number = await numbers.get_number_owner(conn, form["To"])
-        row = None
         if number is not None:
-            user = number["user_id"]
             # Outside a transaction: a key created here is committed at once, so it is cached.
-            key = await request.config_dict[keyring_key].data_key(conn, user, create=True)
-            encoding, _ = encoding_and_segments(body)
-            # Twilio's NumSegments is the billed count; the price job's fetch fills it in if absent.
-            row = await inbound_store.insert_inbound_sms(
-                conn, message_id, user, number["id"], form["MessageSid"], form["From"], form["To"],
-                seal(key, "body", user, message_id, body.encode()), twilio_count(form.get("NumSegments")),
-                encoding, num_media, {"stop": True, "start": False}.get(keyword), _pending_media(form, num_media),
-                inbound_store.Jobs(PRICES.kind, config.prices.first_after_s, MEDIA_FETCH),
-                erase=config.messages.erase_at_twilio)
+            key = await request.config_dict[keyring_key].data_key(conn, number["user_id"], create=True)
+    row = None
+    if number is not None:
+        user = number["user_id"]
+        encoding, _ = encoding_and_segments(body)
+        # Twilio's NumSegments is the billed count; the price job's fetch fills it in if absent.
+        row = await _store_inbound(request, inbound_store.InboundSms(
+            message_id, user, number["id"], form["MessageSid"], form["From"], form["To"],
+            seal(key, "body", user, message_id, body.encode()), twilio_count(form.get("NumSegments")),
+            encoding, num_media, {"stop": True, "start": False}.get(keyword), _pending_media(form, num_media),
+            inbound_store.Jobs(PRICES.kind, config.prices.first_after_s, MEDIA_FETCH),
+            erase=config.messages.erase_at_twilio))
     if row is None:  # no such number (or it was released since the lookup)
         log.info("sms_to_unknown_number", message_sid=form["MessageSid"], to_number=form["To"])
         return twiml(NO_REPLY)
@@ -66,6 +75,21 @@ async def inbound_sms(request: web.Request) -> web.Response:
     if row["inserted"] and num_media:
         request.config_dict[jobs_key].wake(MEDIA_FETCH)
     return twiml(NO_REPLY)
+
+
+def inbound_batch(app: web.Application) -> Apply:
+    """What the inbound messages' batcher runs: inbound_store.insert_inbound_batch."""
+    return inbound_store.insert_inbound_batch
+
+
+async def _store_inbound(request: web.Request, sms: inbound_store.InboundSms):
+    try:
+        return await request.config_dict[inbound_sms_batcher_key].submit(sms)
+    except ItemFailed:
+        # It failed even alone: once more here, so that its error is answered as any other's
+        # (a 503 while the database is away).
+        async with request.config_dict[pool_key].acquire() as conn:
+            return await inbound_store.insert_inbound_sms(conn, sms)
 
 
 def _pending_media(form, num_media: int) -> list[inbound_store.PendingMedia]:

@@ -1,7 +1,9 @@
 """The SQL ceiling of each webhook: its statements alone, at the load's concurrency.
 
-CommPro's are the same store functions its handlers call, in one transaction each, through an
-asyncpg pool the size of the server's, 32 at a time (no HTTP, no signature, no log). The
+CommPro's are the same store functions its handlers call, each statement its own transaction as
+in the handlers, through an asyncpg pool the size of the server's, 32 at a time (no HTTP, no
+signature, no log). The status callbacks' batch statement runs with one callback in it: the
+ceiling without group commit, which the server's batches can pass. The
 reference stack's single UPDATE goes through pgbench, as node-postgres would send it.
 """
 
@@ -19,21 +21,22 @@ import asyncpg
 
 from commpro.calls import inbound_store as inbound_calls
 from commpro.calls import store as calls
+from commpro.calls.prices import PRICES as CALL_PRICES
 from commpro.config import Config
 from commpro.db import create_pool
 from commpro.events import store as events
 from commpro.keys import KeyRing
 from commpro.messages import inbound_store as inbound
+from commpro.messages import status_store as message_statuses
 from commpro.messages import store as messages
 from commpro.messages.content import seal
 from commpro.messages.media import MEDIA_FETCH
 from commpro.messages.prices import PRICES
 from commpro.numbers import store as numbers
+from commpro.quality.poller import VOICE_INSIGHTS
 from tests.bench.seed import CALLER
 from tests.bench.stack import pinned
 
-# The webhooks whose statements are their own transactions.
-AUTOCOMMIT = {"sms", "voice"}
 PEER_UPDATE = """\\set i random(1, {count})
 UPDATE peer_calls SET status = 'ringing', status_rank = 1, duration_s = COALESCE(NULL::int, duration_s),
   updated_at = now() WHERE sid = 'CAc' || md5('CAc' || :i) AND status_rank < 1;
@@ -42,9 +45,9 @@ UPDATE peer_calls SET status = 'ringing', status_rank = 1, duration_s = COALESCE
 
 def pgbench_tps(database_url: str, count: int, conns: int, duration: float, work: Path) -> float | None:
     """The reference UPDATE's ceiling in transactions per second, or None without pgbench."""
-    import pgserver  # it ships a pgbench of its server's version
+    from commpro.embedded import load_pgserver  # it ships a pgbench of its server's version
 
-    binary = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pgbench"
+    binary = Path(load_pgserver().__file__).parent / "pginstall" / "bin" / "pgbench"
     binary = str(binary) if binary.exists() else shutil.which("pgbench")
     if binary is None:
         return None
@@ -58,8 +61,7 @@ def pgbench_tps(database_url: str, count: int, conns: int, duration: float, work
 
 
 async def _drive(pool: asyncpg.Pool, op, conns: int, duration: float) -> float:
-    """`op` runs in a transaction of its own, unless it is one statement that is its own."""
-    own = op.__name__ in AUTOCOMMIT
+    """`op` as its handler runs it: statements that are their own transactions."""
     done = 0
     end = time.perf_counter() + duration
 
@@ -67,11 +69,7 @@ async def _drive(pool: asyncpg.Pool, op, conns: int, duration: float) -> float:
         nonlocal done
         while time.perf_counter() < end:
             async with pool.acquire() as conn:
-                if own:
-                    await op(conn)
-                else:
-                    async with conn.transaction():
-                        await op(conn)
+                await op(conn)
             done += 1
 
     started = time.perf_counter()
@@ -88,28 +86,32 @@ async def asyncpg_tps(config: Config, ceiling_sids: list[str], message_sids: lis
     msg_status = itertools.cycle(["sent"] * len(message_sids) + ["delivered"] * len(message_sids))
 
     async def status(conn: asyncpg.Connection) -> None:
-        call = await calls.find_webhook_call(conn, None, next(sids))
-        if await calls.apply_status(conn, call["id"], "ringing", 0, None, None, 60.0, answers=True):
-            await events.publish(conn, call["user_id"], "call.status", {"callId": str(call["id"]), "status": "ringing"})
+        # The batch statement the handler submits to, with one callback in it: the ceiling
+        # without group commit.
+        item = {"callId": None, "sid": next(sids), "status": "ringing", "rank": 1, "seq": 0, "duration": None,
+                "error": None, "leg": None, "parent": None, "target": CALLER, "device": "phone", "accepts": False}
+        await calls.apply_status_callbacks(conn, [item], price_kind=CALL_PRICES.kind, price_after_s=60.0,
+                                           quality_kind=VOICE_INSIGHTS, quality_after_s=60.0, channel=events.CHANNEL)
 
     async def sms(conn: asyncpg.Connection) -> None:
-        # As the webhook runs it: the owner, then one statement that is its own transaction.
+        # As the webhook runs it, without group commit: the owner, then one statement that is
+        # its own transaction.
         number = await numbers.get_number_owner(conn, to_number)
         user, message_id, i = number["user_id"], uuid.uuid4(), next(n)
         sender = "+3368" + str(7000000 + i % 5000)
         key = await keyring.data_key(conn, user, create=True)
         body = f"Bonjour, message de charge numero {i}".encode()
-        await inbound.insert_inbound_sms(conn, message_id, user, number["id"], "SM" + uuid.uuid4().hex, sender,
-                                         to_number, seal(key, "body", user, message_id, body), 1, "GSM-7", 0, None,
-                                         [], inbound.Jobs(PRICES.kind, 60.0, MEDIA_FETCH), erase=False)
+        await inbound.insert_inbound_sms(conn, inbound.InboundSms(
+            message_id, user, number["id"], "SM" + uuid.uuid4().hex, sender, to_number,
+            seal(key, "body", user, message_id, body), 1, "GSM-7", 0, None, [],
+            inbound.Jobs(PRICES.kind, 60.0, MEDIA_FETCH), erase=False))
 
     async def message_status(conn: asyncpg.Connection) -> None:
         sid, state = next(msids), next(msg_status)
-        message = await messages.find_webhook_message(conn, None, sid)
-        await messages.set_message_sid(conn, message["id"], sid)
-        if await messages.apply_status(conn, message["id"], state, None, 60.0):
-            await events.publish(conn, message["user_id"], "message.status",
-                                 {"messageId": str(message["id"]), "status": state})
+        item = {"messageId": None, "sid": sid, "status": state, "rank": messages.STATUS_RANK[state], "error": None,
+                "errorMessage": None, "erase": False}
+        await message_statuses.apply_status_callbacks(conn, [item], price_kind=PRICES.kind, price_after_s=60.0,
+                                                      channel=events.CHANNEL)
 
     async def voice(conn: asyncpg.Connection) -> None:
         await inbound_calls.insert_inbound_call(conn, to_number, "CA" + uuid.uuid4().hex, CALLER)
