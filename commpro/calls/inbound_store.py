@@ -13,7 +13,7 @@ import uuid
 import asyncpg
 
 from commpro.calls.leg_store import CONNECT_CALL
-from commpro.events.fragments import NOTIFY_EVENT, PUBLISH_CTES
+from commpro.events.store import NOTIFY_EVENT, PUBLISH_CTES
 from commpro.numbers.store import NUMBER_COLUMNS
 
 # $1 To (the number called), $2 a new call id, $3 CallSid, $4 From. No row: not one of our

@@ -20,28 +20,41 @@ CHANNEL = "commpro_events"
 # An event's time as the stream sends it, live or replayed alike.
 AT = """to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
 
+# PUBLISH as pieces of a larger statement, for webhooks that do all their work in one statement
+# (one round trip, no BEGIN/COMMIT): the statement defines `published` (user_id, type, payload:
+# at most one row per user), appends PUBLISH_CTES to its WITH list, and joins NOTIFY_EVENT into
+# its final SELECT (`notified.seq`: the event's number, NULL when nothing was published). The
+# guarantees are PUBLISH's. `published` should depend on every other change of the statement, so
+# that the counter is locked last (CTEs run in the order their results are needed, not in the
+# order they are written).
+PUBLISH_CTES = """
+stream AS (
+    INSERT INTO event_streams AS s (user_id, last_seq) SELECT user_id, 1 FROM published
+    ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + 1
+    RETURNING user_id, last_seq
+), event AS (
+    INSERT INTO events (user_id, seq, type, payload)
+    SELECT s.user_id, s.last_seq, p.type, p.payload FROM stream s JOIN published p USING (user_id)
+    RETURNING user_id, seq, type, payload, created_at
+)"""
+NOTIFY_EVENT = f"""
+LEFT JOIN LATERAL (
+    SELECT seq, pg_notify('{CHANNEL}', json_build_object(
+        'id', seq, 'user', user_id, 'type', type, 'data', payload, 'at', {AT})::text)
+    FROM event
+) notified ON true"""
+
 # The counter, then the event, then NOTIFY (delivered at commit, and not at all on rollback), in
 # one round trip. Publish last in a transaction: the user's lock is held from here to the end.
 PUBLISH = f"""
-WITH stream AS (
-    INSERT INTO event_streams AS s (user_id, last_seq) VALUES ($1, 1)
-    ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + 1
-    RETURNING last_seq
-), event AS (
-    INSERT INTO events (user_id, seq, type, payload)
-    SELECT $1, last_seq, $2, $3 FROM stream
-    RETURNING seq, created_at
-)
-SELECT seq, pg_notify($4, json_build_object(
-    'id', seq, 'user', $1::text, 'type', $2::text, 'data', $3::jsonb, 'at', {AT})::text)
-FROM event
+WITH published (user_id, type, payload) AS (VALUES ($1::text, $2::text, $3::jsonb)), {PUBLISH_CTES}
+SELECT notified.seq FROM published {NOTIFY_EVENT}
 """
 
 
 async def publish(conn: asyncpg.Connection, user_id: str, type_: str, payload: dict[str, Any]) -> int:
     """Record and announce one event of `user_id`; its number in the user's sequence."""
-    row = await conn.fetchrow(PUBLISH, user_id, type_, payload, CHANNEL)
-    return row["seq"]
+    return await conn.fetchval(PUBLISH, user_id, type_, payload)
 
 
 EVENTS_SINCE = f"""

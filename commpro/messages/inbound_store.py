@@ -3,7 +3,7 @@
 One round trip and no BEGIN/COMMIT: the statement is its own transaction, committed before the
 webhook answers. It is idempotent on the MessageSid: a retry, or a duplicate arriving at the
 same moment (it waits on the first one's row, then finds it), stores nothing and publishes
-nothing. The owner's event counter is locked last (events/fragments.py), after every other change.
+nothing. The owner's event counter is locked last (events/store.py), after every other change.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from commpro.events.fragments import NOTIFY_EVENT, PUBLISH_CTES
+from commpro.events.store import NOTIFY_EVENT, PUBLISH_CTES
 from commpro.messages.erasure_store import QUEUED_JOBS
 from commpro.messages.store import CONVERSATION_CHANGE
 
