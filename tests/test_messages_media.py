@@ -198,6 +198,9 @@ async def test_media_redirect_to_another_host_is_followed_without_credentials(st
         return web.Response(body=PNG, content_type="image/png")
 
     async def fake_twilio(request):
+        if "/Media/" not in request.path:
+            # The service's own price jobs may ask about other tests' calls (a shared database).
+            raise web.HTTPNotFound()
         target = request.query.get("to", str(other_server.make_url("/bucket/ME1")))
         raise web.HTTPTemporaryRedirect(location=target)
 
@@ -238,4 +241,6 @@ async def test_live_mode_follows_media_redirects_to_https_only(start_service, ai
             await live.open_media(api + "/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1")
     finally:
         await live.close()
-    assert seen == ["/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"]
+    # The service's own price jobs may ask this stand-in about other tests' calls meanwhile (the
+    # database is shared): only media requests count.
+    assert [path for path in seen if "/Media/" in path] == ["/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"]
