@@ -122,28 +122,45 @@ class InboundSms:
     erase: bool
 
 
+def _arguments(sms: InboundSms) -> tuple:
+    media = sms.media
+    return (sms.message_id, sms.user_id, sms.number_id, sms.sid, sms.from_number, sms.to_number, sms.sealed[0],
+            sms.sealed[1], sms.segments, sms.encoding, sms.num_media, sms.opted_out, sms.jobs.price,
+            float(sms.jobs.price_after_s), [m.id for m in media], [m.sid for m in media],
+            [m.content_type for m in media], [m.url for m in media], [m.position for m in media],
+            sms.jobs.media_fetch, sms.erase)
+
+
 async def insert_inbound_sms(conn: asyncpg.Connection, sms: InboundSms) -> asyncpg.Record | None:
     """Store an inbound message with its contact, conversation, media, jobs and event: its own
     transaction, or part of the caller's. A row (contact_id, blocked, inserted: False when a
     retry found the message stored, seq: the event's number or None); None when the number is no
     longer the owner's."""
-    media = sms.media
-    return await conn.fetchrow(
-        INSERT_INBOUND_SMS, sms.message_id, sms.user_id, sms.number_id, sms.sid, sms.from_number, sms.to_number,
-        sms.sealed[0], sms.sealed[1], sms.segments, sms.encoding, sms.num_media, sms.opted_out, sms.jobs.price,
-        float(sms.jobs.price_after_s), [m.id for m in media], [m.sid for m in media],
-        [m.content_type for m in media], [m.url for m in media], [m.position for m in media], sms.jobs.media_fetch,
-        sms.erase)
+    return await conn.fetchrow(INSERT_INBOUND_SMS, *_arguments(sms))
+
+
+# What a batch of INSERT_INBOUND_SMS did, item by item: `inserted` when the message row is the
+# one this item made (its id is new), NULL (no row) when the number was no longer the owner's.
+BATCH_OUTCOMES = """
+SELECT i.n, m.id = i.id AS inserted, coalesce(c.blocked, false) AS blocked
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS i(id, sid, user_id, phone, n)
+JOIN messages m ON m.sid = i.sid
+LEFT JOIN contacts c ON c.user_id = i.user_id AND c.phone_number = i.phone
+"""
 
 
 async def insert_inbound_batch(conn: asyncpg.Connection, batch: list[InboundSms]) -> list[asyncpg.Record | None]:
     """Many inbound messages in the caller's transaction (commpro.batcher: one commit, one
-    notifying commit, for all), each as insert_inbound_sms; the results in `batch`'s order.
+    notifying commit, for all), each by INSERT_INBOUND_SMS; a row (inserted, blocked) or None
+    for each, in `batch`'s order.
 
-    Taken owner by owner, in one order, as the status batches take their owners' event counters:
-    concurrent batches wait for each other rather than deadlock. Idempotent on each MessageSid,
-    as the batcher needs (a failed batch's items run again, alone)."""
-    results: list[asyncpg.Record | None] = [None] * len(batch)
-    for i in sorted(range(len(batch)), key=lambda i: batch[i].user_id):
-        results[i] = await insert_inbound_sms(conn, batch[i])
-    return results
+    The statements are pipelined (executemany: one round trip, not one per message), then one
+    query reads what each did. They run owner by owner, in one order, as the status batches take
+    their owners' event counters: concurrent batches wait for each other rather than deadlock.
+    Idempotent on each MessageSid, as the batcher needs (a failed batch's items run again, alone)."""
+    ordered = sorted(batch, key=lambda sms: sms.user_id)
+    await conn.executemany(INSERT_INBOUND_SMS, [_arguments(sms) for sms in ordered])
+    rows = await conn.fetch(BATCH_OUTCOMES, [s.message_id for s in batch], [s.sid for s in batch],
+                            [s.user_id for s in batch], [s.from_number for s in batch])
+    outcomes = {row["n"]: row for row in rows}
+    return [outcomes.get(n) for n in range(1, len(batch) + 1)]
