@@ -91,12 +91,16 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(jobs_ctx)
     # After the pool's: on shutdown each batcher applies what it holds before the pool closes.
-    # Each applies its batch in one statement (sql/0011), its own transaction.
+    # Each applies its batch in one statement (sql/0011), its own transaction; two batches at a
+    # time, so that one's statement overlaps the other's commit (their locks are taken in one
+    # order: they wait for each other, never deadlock).
     app.cleanup_ctx.append(batcher_ctx(call_status_batcher_key, "call-status", call_webhooks.status_batch,
-                                       one_statement=True))
+                                       one_statement=True, in_flight=2))
     app.cleanup_ctx.append(batcher_ctx(message_status_batcher_key, "message-status", message_webhooks.status_batch,
-                                       one_statement=True))
-    # Inbound messages: one statement each, many in one transaction (one notifying commit).
+                                       one_statement=True, in_flight=2))
+    # Inbound messages: one statement each, many in one transaction (one notifying commit). One
+    # batch at a time: two batches with a contact in common would lock its row and the owner's
+    # event counter in opposite orders.
     app.cleanup_ctx.append(batcher_ctx(inbound_sms_batcher_key, "inbound-sms", message_webhooks.inbound_batch))
     app.add_routes(ops.routes)
     app.add_routes(console_routes.routes)

@@ -8,10 +8,12 @@ One transaction per batch pays those once for every request waiting at that mome
 How: `submit(item)` queues the item and waits. A flusher task takes everything queued (up to
 `max_items`), runs `apply(conn, items)` in one transaction, and hands each request its result
 after the commit. While a batch runs, the next one gathers: under load batches grow, alone a
-request waits for nothing but its own statement. One batch at a time per process (two at once
-measured no faster, and batches stayed smaller); batches of several processes may run at once,
-so `apply` takes its row locks in a consistent order (the status functions: rows, then event
-counters, each sorted): they wait for each other, never deadlock.
+request waits for nothing but its own statement. Up to `in_flight` batches run at once, each on
+a connection of its own, so that one batch's statement overlaps another's commit (the status
+callbacks run two: +20 % on a quiet machine, where the server was waiting on the database, not
+busy). Batches of one process, or of several, may thus run at once, so `apply` takes its row
+locks in a consistent order (the status functions: rows, then event counters, each sorted):
+they wait for each other, never deadlock.
 
 `one_statement`: `apply` runs a single statement, which PostgreSQL runs as a transaction of its
 own, committed before asyncpg returns its rows: no BEGIN and COMMIT round trips.
@@ -54,7 +56,7 @@ class ItemFailed(Exception):
 
 class Batcher(Generic[Item, Result]):
     def __init__(self, name: str, pool: asyncpg.Pool, apply: Apply, *, max_items: int = 256,
-                 one_statement: bool = False, metrics: Meters | None = None) -> None:
+                 one_statement: bool = False, in_flight: int = 1, metrics: Meters | None = None) -> None:
         self.name = name
         self._metrics = metrics
         self._pool = pool
@@ -62,6 +64,8 @@ class Batcher(Generic[Item, Result]):
         self._max_items = max_items
         self._one_statement = one_statement
         self._queued: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._slots = asyncio.Semaphore(in_flight)
+        self._running: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task | None = None
@@ -90,10 +94,20 @@ class Batcher(Generic[Item, Result]):
             await self._wake.wait()
             self._wake.clear()
             while self._queued:
+                await self._slots.acquire()  # what queues meanwhile joins the next batch
                 batch, self._queued = self._queued[:self._max_items], self._queued[self._max_items:]
-                await self._flush(batch)  # what queues meanwhile makes the next batch
+                task = asyncio.create_task(self._flush_in_slot(batch))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
             if self._closing:
+                await asyncio.gather(*self._running)
                 return
+
+    async def _flush_in_slot(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        try:
+            await self._flush(batch)
+        finally:
+            self._slots.release()
 
     async def _run(self, items: list[Item]) -> list[Result]:
         async with self._pool.acquire() as conn:

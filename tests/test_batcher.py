@@ -323,3 +323,37 @@ async def test_shutdown_applies_what_is_queued_and_runs_later_items_alone(servic
     assert await batcher.submit("late") == "late"
     assert sizes == [1, 3, 1]
     assert await service.pool.fetchval(f"SELECT count(*) FROM {probe_table}") == 5
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_batches_in_flight_at_once_are_bounded(service, probe_table, in_flight):
+    """`in_flight` batches run at once, each on its own connection; what comes meanwhile waits
+    for a slot, gathered into the next batch; shutdown waits for every running batch."""
+    running, most, release, started = 0, 0, asyncio.Event(), asyncio.Queue()
+
+    async def apply(conn, items):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        started.put_nowait(list(items))
+        await release.wait()
+        await conn.executemany(f"INSERT INTO {probe_table} (item) VALUES ($1)", [(i,) for i in items])
+        running -= 1
+        return list(items)
+
+    batcher = Batcher("probe", service.pool, apply, in_flight=in_flight)
+    batcher.start()
+    submitted = []
+    for i in range(in_flight):  # each starts a batch of its own while the others hold theirs
+        submitted.append(asyncio.ensure_future(batcher.submit(f"early{i}")))
+        assert await asyncio.wait_for(started.get(), WAIT_S) == [f"early{i}"]
+    submitted += [asyncio.ensure_future(batcher.submit(f"late{i}")) for i in range(4)]
+    for _ in range(50):  # loop turns enough for the flusher to start another batch, were a slot free
+        await asyncio.sleep(0)
+    assert most == in_flight and started.empty()
+    closing = asyncio.ensure_future(batcher.close())
+    release.set()
+    await closing
+    assert await started.get() == [f"late{i}" for i in range(4)]  # one batch, once a slot was free
+    assert [await s for s in submitted] == [f"early{i}" for i in range(in_flight)] + [f"late{i}" for i in range(4)]
+    assert await service.pool.fetchval(f"SELECT count(*) FROM {probe_table}") == in_flight + 4
