@@ -91,14 +91,16 @@ async def main(report: dict) -> None:
         shared_load = peer_dir / "status-load.js"
         timing = {"duration": DURATION, "warmup": WARMUP, "conns": CONNS}
 
+        # S3 first: the other scenarios leave thousands of price fetches due 30 s later (a
+        # background job each), whose work shares the server's core with the TwiML it times.
+        say("S3: inbound voice at 200/s")
+        s3 = await stack.load(stack.LOAD_JS, base, "voice", **timing, extra=("--rate", "200"))
         say("S1: status callbacks, reference stack then CommPro")
         ref = await stack.load(shared_load, peer_base, "status", **timing, extra=("--sids", str(files["calls"])))
         s1 = await stack.load(shared_load, base, "status", **timing, extra=("--sids", str(files["calls"])))
         say("S2: inbound SMS, message status callbacks")
         s2 = await stack.load(shared_load, base, "sms", **timing)
         s2b = await stack.load(stack.LOAD_JS, base, "msgstatus", **timing, extra=("--msids", str(files["messages"])))
-        say("S3: inbound voice at 200/s")
-        s3 = await stack.load(stack.LOAD_JS, base, "voice", **timing, extra=("--rate", "200"))
         say("SQL ceilings")
         sids = files["ceiling_calls"].read_text().split()
         msids = files["messages"].read_text().split()
@@ -111,7 +113,10 @@ async def main(report: dict) -> None:
             ("S2 CommPro, message status callback", s2b, sql["msgstatus"]),
             ("S3 CommPro, inbound voice at 200/s", s3, sql["voice"]),
         ):
-            report["webhooks"].append({"scenario": name, **result, "vs_reference": result["rps"] / ref["rps"],
+            # S3 runs at a fixed rate: its rps says nothing against the reference's closed loop.
+            fixed = result is s3
+            report["webhooks"].append({"scenario": name, **result,
+                                       "vs_reference": None if fixed else result["rps"] / ref["rps"],
                                        "sql_ceiling_tps": sql_tps,
                                        "of_ceiling": result["rps"] / sql_tps if sql_tps else None})
         save(report)
@@ -145,7 +150,8 @@ def table(report: dict) -> str:
     for r in report["webhooks"]:
         ceiling_tps = f"{r['sql_ceiling_tps']:,.0f}" if r["sql_ceiling_tps"] else "n/a"
         of = f"{r['of_ceiling']:.2f}" if r["of_ceiling"] else "n/a"
-        out.append(f"| {r['scenario']} | {r['rps']:,.0f} | {r['p50_ms']} | {r['p99_ms']} | {r['vs_reference']:.2f} "
+        versus = f"{r['vs_reference']:.2f}" if r["vs_reference"] is not None else "fixed rate"
+        out.append(f"| {r['scenario']} | {r['rps']:,.0f} | {r['p50_ms']} | {r['p99_ms']} | {versus} "
                    f"| {ceiling_tps} | {of} |")
     out += ["", (f"| Lists, p50 / p95 ms ({seed.SMALL_ROWS:,} vs {seed.ROWS:,} rows) | 10k | 1M | ratio p50 "
                  "| SQL p50 10k / 1M |"), "|---|---|---|---|---|"]
