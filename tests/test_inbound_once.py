@@ -9,9 +9,10 @@ import asyncio
 import uuid
 
 from commpro.appkeys import keyring_key
+from commpro.events import store as events
 from commpro.messages import inbound_store
 from commpro.messages.content import seal
-from tests.conftest import new_user
+from tests.conftest import WAIT_S, new_user
 from tests.test_calls_inbound import CALLER, calls_of
 from tests.test_messages import PEER, conversation, conversations, inbound, send
 
@@ -159,3 +160,55 @@ async def test_inbound_sms_is_queued_for_erasure_in_the_same_statement(start_ser
                        sid) == 1
     assert await count(service, "SELECT count(*) FROM jobs WHERE kind = 'twilio-erasure' AND key = $1", sid) == 1
     await service.sandbox_idle()
+
+
+async def test_a_batch_waits_for_a_contact_another_transaction_holds_without_deadlock(service):
+    """A request that holds a contact's row and then publishes (PATCH /api/contacts/{id} does)
+    meets a batch of inbound messages that needs that row: the batch takes the owner's event
+    counter only after all its rows, so one waits for the other, and both commit."""
+    user = new_user()
+    number = await service.add_number(user)
+    first, second = "+4477" + str(uuid.uuid4().int % 10**8).zfill(8), "+4478" + str(uuid.uuid4().int % 10**8).zfill(8)
+    await inbound(service, second, number, "pour créer le contact")
+    keyring = service.app[keyring_key]
+    async with service.pool.acquire() as conn:
+        number_id = await conn.fetchval("SELECT id FROM phone_numbers WHERE e164 = $1", number)
+        key = await keyring.data_key(conn, user, create=True)
+
+    def sms(peer: str) -> inbound_store.InboundSms:
+        message_id = uuid.uuid4()
+        return inbound_store.InboundSms(
+            message_id, user, number_id, "SM" + uuid.uuid4().hex, peer, number,
+            seal(key, "body", user, message_id, b"x"), 1, "GSM-7", 0, None, [],
+            inbound_store.Jobs("messages-prices", 60, "media-fetch"), erase=False)
+
+    holder = await service.pool.acquire()
+    batch_conn = await service.pool.acquire()
+    holding = holder.transaction()
+    try:
+        await holding.start()
+        await holder.execute("UPDATE contacts SET blocked = blocked WHERE user_id = $1 AND phone_number = $2", user,
+                             second)
+
+        async def batch():
+            async with batch_conn.transaction():
+                return await inbound_store.insert_inbound_batch(batch_conn, [sms(first), sms(second)])
+
+        batching = asyncio.ensure_future(batch())
+        waits = ("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1")
+        async with asyncio.timeout(WAIT_S):
+            while not await service.pool.fetchval(waits, batch_conn.get_server_pid()):
+                await asyncio.sleep(0.01)  # the batch is waiting for the contact's row
+        await events.publish(holder, user, "contact.updated", {"n": 1})  # the counter is free
+        await holding.commit()
+        rows = await asyncio.wait_for(batching, WAIT_S)
+    finally:
+        if not holder.is_closed() and holder.is_in_transaction():
+            await holding.rollback()
+        await service.pool.release(holder)
+        await service.pool.release(batch_conn)
+    assert [r["inserted"] for r in rows] == [True, True]
+    async with service.pool.acquire() as conn:
+        types = [r["type"] for r in await conn.fetch(
+            "SELECT type FROM events WHERE user_id = $1 ORDER BY seq", user)]
+    assert types == ["message.received", "contact.updated", "message.received", "message.received"]

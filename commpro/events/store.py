@@ -57,6 +57,20 @@ async def publish(conn: asyncpg.Connection, user_id: str, type_: str, payload: d
     return await conn.fetchval(PUBLISH, user_id, type_, payload)
 
 
+# Many events of many users, in one statement (sql/0011_webhook_batches.sql): each user's counter
+# once, users in the database's order (the order every batch locks them in, so that they wait for
+# each other rather than deadlock), each user's events numbered in the order given.
+PUBLISH_MANY = "SELECT publish_events($1::text[], $2::text[], $3::jsonb[], $4)"
+
+
+async def publish_many(conn: asyncpg.Connection, events: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Record and announce (user_id, type, payload) events; last in the caller's transaction,
+    like publish()."""
+    if events:
+        await conn.execute(PUBLISH_MANY, [e[0] for e in events], [e[1] for e in events], [e[2] for e in events],
+                           CHANNEL)
+
+
 EVENTS_SINCE = f"""
 SELECT seq AS id, user_id, type, payload, {AT} AS at FROM events
 WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3

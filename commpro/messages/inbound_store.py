@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from commpro.events.store import NOTIFY_EVENT, PUBLISH_CTES
+from commpro.events.store import NOTIFY_EVENT, PUBLISH_CTES, publish_many
 from commpro.messages.erasure_store import QUEUED_JOBS
 from commpro.messages.store import CONVERSATION_CHANGE
 
@@ -25,7 +25,7 @@ from commpro.messages.store import CONVERSATION_CHANGE
 # - the contact is upserted with its opt-out in one go (a row cannot change twice in one statement);
 # - a blocked contact's message is stored already read, and raises no event;
 # - with no media to fetch first, the message's erasure at Twilio is queued at once.
-INSERT_INBOUND_SMS = f"""
+_STORE_CHANGES = f"""
 WITH num AS (
     SELECT id, user_id FROM phone_numbers WHERE id = $3 AND user_id = $2
 ), contact AS (
@@ -71,7 +71,8 @@ WITH num AS (
     SELECT sid, user_id, id, '{{}}', 'stored' FROM msg WHERE $21 AND NOT EXISTS (SELECT FROM media)
     ON CONFLICT (message_sid) DO NOTHING
     RETURNING message_sid
-), {QUEUED_JOBS}, published AS (
+), {QUEUED_JOBS}"""
+INSERT_INBOUND_SMS = f"""{_STORE_CHANGES}, published AS (
     SELECT m.user_id, 'message.received' AS type,
            jsonb_build_object('messageId', m.id, 'contactId', m.contact_id, 'numMedia', $11) AS payload
     FROM msg m JOIN contact c ON NOT c.blocked
@@ -81,6 +82,12 @@ WITH num AS (
 ), {PUBLISH_CTES}
 SELECT c.id AS contact_id, c.blocked, m.id IS NOT NULL AS inserted, notified.seq
 FROM contact c LEFT JOIN msg m ON true {NOTIFY_EVENT}
+"""
+# In a batch: the same changes without the event. The batch publishes every item's event in one
+# statement at its end, so that its owners' event counters are still locked last, after every
+# contact and conversation row of the batch (and in the order the status batches take them).
+STORE_INBOUND_SMS = f"""{_STORE_CHANGES}
+SELECT 1
 """
 
 
@@ -139,10 +146,10 @@ async def insert_inbound_sms(conn: asyncpg.Connection, sms: InboundSms) -> async
     return await conn.fetchrow(INSERT_INBOUND_SMS, *_arguments(sms))
 
 
-# What a batch of INSERT_INBOUND_SMS did, item by item: `inserted` when the message row is the
-# one this item made (its id is new), NULL (no row) when the number was no longer the owner's.
+# What a batch of STORE_INBOUND_SMS did, item by item: `inserted` when the message row is the one
+# this item made (its id is new), no row when the number was no longer the owner's.
 BATCH_OUTCOMES = """
-SELECT i.n, m.id = i.id AS inserted, coalesce(c.blocked, false) AS blocked
+SELECT i.n, m.id = i.id AS inserted, coalesce(c.blocked, false) AS blocked, c.id AS contact_id
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS i(id, sid, user_id, phone, n)
 JOIN messages m ON m.sid = i.sid
 LEFT JOIN contacts c ON c.user_id = i.user_id AND c.phone_number = i.phone
@@ -151,16 +158,25 @@ LEFT JOIN contacts c ON c.user_id = i.user_id AND c.phone_number = i.phone
 
 async def insert_inbound_batch(conn: asyncpg.Connection, batch: list[InboundSms]) -> list[asyncpg.Record | None]:
     """Many inbound messages in the caller's transaction (commpro.batcher: one commit, one
-    notifying commit, for all), each by INSERT_INBOUND_SMS; a row (inserted, blocked) or None
-    for each, in `batch`'s order.
+    notifying commit, for all), each as insert_inbound_sms does; a row (inserted, blocked,
+    contact_id) or None for each, in `batch`'s order.
 
     The statements are pipelined (executemany: one round trip, not one per message), then one
-    query reads what each did. They run owner by owner, in one order, as the status batches take
-    their owners' event counters: concurrent batches wait for each other rather than deadlock.
-    Idempotent on each MessageSid, as the batcher needs (a failed batch's items run again, alone)."""
-    ordered = sorted(batch, key=lambda sms: sms.user_id)
-    await conn.executemany(INSERT_INBOUND_SMS, [_arguments(sms) for sms in ordered])
+    query reads what each did, then one statement publishes the events of the messages stored.
+    Rows are locked owner by owner and contact by contact, in one order, and the event counters
+    last: concurrent batches, and a request that locks a contact then publishes, wait for each
+    other rather than deadlock. Idempotent on each MessageSid, as the batcher needs (a failed
+    batch's items run again, alone)."""
+    ordered = sorted(batch, key=lambda sms: (sms.user_id, sms.from_number))
+    await conn.executemany(STORE_INBOUND_SMS, [_arguments(sms) for sms in ordered])
     rows = await conn.fetch(BATCH_OUTCOMES, [s.message_id for s in batch], [s.sid for s in batch],
                             [s.user_id for s in batch], [s.from_number for s in batch])
     outcomes = {row["n"]: row for row in rows}
+    events = []
+    for n, sms in enumerate(batch, start=1):
+        row = outcomes.get(n)
+        if row is not None and row["inserted"] and not row["blocked"]:
+            events.append((sms.user_id, "message.received", {
+                "messageId": str(sms.message_id), "contactId": str(row["contact_id"]), "numMedia": sms.num_media}))
+    await publish_many(conn, events)
     return [outcomes.get(n) for n in range(1, len(batch) + 1)]
