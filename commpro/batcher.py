@@ -90,6 +90,15 @@ class Batcher(Generic[Item, Result]):
             await self._task
 
     async def _flusher(self) -> None:
+        try:
+            await self._flush_queued()
+        except Exception:  # a bug here must not leave requests waiting forever: later ones run alone
+            log.exception("batcher_crashed", batch=self.name)
+            self._closing = True
+            queued, self._queued = self._queued, []
+            _fail(queued, f"{self.name}: crashed")
+
+    async def _flush_queued(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -106,6 +115,9 @@ class Batcher(Generic[Item, Result]):
     async def _flush_in_slot(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
             await self._flush(batch)
+        except Exception:  # a bug here must not leave its requests waiting forever
+            log.exception("batch_crashed", batch=self.name, size=len(batch))
+            _fail(batch, f"{self.name}: crashed")
         finally:
             self._slots.release()
 
@@ -177,3 +189,10 @@ def batcher_ctx(key: web.AppKey, name: str, apply: Callable[[web.Application], A
             await batcher.close()
 
     return ctx
+
+
+def _fail(batch: list[tuple[Any, asyncio.Future]], reason: str) -> None:
+    """Fail the requests of `batch` still waiting: each then does its work its own way."""
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(ItemFailed(reason))

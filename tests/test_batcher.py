@@ -357,3 +357,24 @@ async def test_batches_in_flight_at_once_are_bounded(service, probe_table, in_fl
     assert await started.get() == [f"late{i}" for i in range(4)]  # one batch, once a slot was free
     assert [await s for s in submitted] == [f"early{i}" for i in range(in_flight)] + [f"late{i}" for i in range(4)]
     assert await service.pool.fetchval(f"SELECT count(*) FROM {probe_table}") == in_flight + 4
+
+
+async def test_a_bug_in_a_batch_fails_its_requests_instead_of_leaving_them_waiting(service, logs):
+    """Whatever breaks outside the batch's transaction (here its metrics), the requests of that
+    batch are failed (their handlers then do the work alone), never left waiting."""
+
+    class BrokenMeters:
+        @property
+        def batch_sizes(self):
+            raise RuntimeError("broken metrics")
+
+    async def apply(conn, items):
+        return list(items)
+
+    batcher = Batcher("probe", service.pool, apply, metrics=BrokenMeters())
+    batcher.start()
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(i) for i in "abc"), return_exceptions=True),
+                                     WAIT_S)
+    await batcher.close()
+    assert all(isinstance(r, ItemFailed) for r in results)
+    assert [r["event"] for r in logs.records() if r.get("batch") == "probe"][:1] == ["batch_crashed"]

@@ -163,11 +163,11 @@ async def insert_inbound_batch(conn: asyncpg.Connection, batch: list[InboundSms]
 
     The statements are pipelined (executemany: one round trip, not one per message), then one
     query reads what each did, then one statement publishes the events of the messages stored.
-    Rows are locked owner by owner and contact by contact, in one order, and the event counters
-    last: concurrent batches, and a request that locks a contact then publishes, wait for each
+    Rows are locked owner by owner, contact by contact and message by message, in one order, and
+    the event counters last: concurrent batches, and a request that locks a contact then publishes, wait for each
     other rather than deadlock. Idempotent on each MessageSid, as the batcher needs (a failed
     batch's items run again, alone)."""
-    ordered = sorted(batch, key=lambda sms: (sms.user_id, sms.from_number))
+    ordered = sorted(batch, key=lambda sms: (sms.user_id, sms.from_number, sms.sid))
     await conn.executemany(STORE_INBOUND_SMS, [_arguments(sms) for sms in ordered])
     rows = await conn.fetch(BATCH_OUTCOMES, [s.message_id for s in batch], [s.sid for s in batch],
                             [s.user_id for s in batch], [s.from_number for s in batch])
