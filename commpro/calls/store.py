@@ -195,14 +195,21 @@ WHERE sid = $1 OR dial_sid = $1 OR id = (SELECT call_id FROM call_legs WHERE sid
 """
 
 
+# The same, locking the call first: a status callback run alone takes the call, then its legs,
+# in the order the batches take them (sql/0011), so that the two wait rather than deadlock.
+LOCK_SUFFIX = "\nFOR UPDATE"
+
+
 async def find_webhook_call(conn: asyncpg.Connection, call_id: uuid.UUID | None,
-                            sid: str | None) -> asyncpg.Record | None:
+                            sid: str | None, *, lock: bool = False) -> asyncpg.Record | None:
     """The call a Twilio webhook is about: by the callId we put in its URL, else by CallSid.
-    Webhooks carry no user: their signature is what authorises them."""
+    Webhooks carry no user: their signature is what authorises them. `lock`: FOR UPDATE, in the
+    caller's transaction."""
+    suffix = LOCK_SUFFIX if lock else ""
     if call_id is not None:
-        return await conn.fetchrow(WEBHOOK_CALL, call_id)
+        return await conn.fetchrow(WEBHOOK_CALL + suffix, call_id)
     if sid:
-        return await conn.fetchrow(WEBHOOK_CALL_BY_SID, sid)
+        return await conn.fetchrow(WEBHOOK_CALL_BY_SID + suffix, sid)
     return None
 
 

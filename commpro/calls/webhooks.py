@@ -194,7 +194,7 @@ async def _status_alone(request: web.Request, form, call_id, sequence: int | Non
     config = request.config_dict[config_key]
     price_after = config.prices.first_after_s
     async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
-        call = await store.find_webhook_call(conn, call_id, form["CallSid"])
+        call = await store.find_webhook_call(conn, call_id, form["CallSid"], lock=True)
         if call is None:
             log.info("status_for_unknown_call", call_sid=form["CallSid"], status=status)
             return
