@@ -67,26 +67,16 @@ def cmd_sandbox_call(config: Config, args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
+# Each option of `commpro sandbox control` (unset: None) and the field of /_sandbox/control it sets.
+CONTROLS = {
+    "account": "account", "prices_now": "pricesNow", "forget": "forget", "media_failures": "mediaFailures",
+    "summary_errors": "summaryErrors", "summaries_complete": "summariesComplete", "create_faults": "createFaults",
+    "fault_delay": "faultDelayS", "media_redirect": "mediaRedirect",
+}
+
+
 def cmd_sandbox_control(config: Config, args: argparse.Namespace) -> None:
-    payload: dict = {}
-    if args.account:
-        payload["account"] = args.account
-    if args.prices_now:
-        payload["pricesNow"] = True
-    if args.forget:
-        payload["forget"] = True
-    if args.media_failures is not None:
-        payload["mediaFailures"] = args.media_failures
-    if args.summary_errors is not None:
-        payload["summaryErrors"] = args.summary_errors
-    if args.summaries_complete is not None:
-        payload["summariesComplete"] = args.summaries_complete
-    if args.create_faults is not None:
-        payload["createFaults"] = args.create_faults
-    if args.fault_delay is not None:
-        payload["faultDelayS"] = args.fault_delay
-    if args.media_redirect is not None:
-        payload["mediaRedirect"] = args.media_redirect
+    payload = {field: value for option, field in CONTROLS.items() if (value := getattr(args, option)) is not None}
     if not payload:
         raise CliError("nothing to change: see `commpro sandbox control --help`")
     print(json.dumps(_sandbox_post(_sandbox_config(config), "/control", payload), indent=2))
@@ -141,8 +131,8 @@ def add_parsers(sub) -> None:
     p = sandbox.add_parser("control", help="make the sandbox misbehave (or behave again)")
     p.add_argument("--account", choices=("active", "suspended"),
                    help="suspended: every create fails as for an account out of funds (402)")
-    p.add_argument("--prices-now", action="store_true", help="price every ended call and message at once")
-    p.add_argument("--forget", action="store_true",
+    p.add_argument("--prices-now", action="store_const", const=True, help="price every ended call and message at once")
+    p.add_argument("--forget", action="store_const", const=True,
                    help="forget every call, message, media and recording the sandbox keeps in the database")
     p.add_argument("--media-failures", type=_count, metavar="N", help="the next N media downloads fail (500)")
     p.add_argument("--summary-errors", type=_summary_errors, metavar="CODES",

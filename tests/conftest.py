@@ -250,10 +250,12 @@ WAIT_S = 10
 
 
 @contextlib.asynccontextmanager
-async def serve(env: dict[str, str], stdout=asyncio.subprocess.DEVNULL) -> AsyncIterator[list[str]]:
-    """`python -m commpro serve` as `make run` starts it; yields its banner once it has printed
-    it (the server listens by then); SIGTERM at the end, which must end it cleanly."""
-    proc = await asyncio.create_subprocess_exec(PYTHON, "-m", "commpro", "serve", cwd=REPO, env=env,
+async def serve(env: dict[str, str], stdout=asyncio.subprocess.DEVNULL, command: list[str] | None = None,
+                cwd: Path = REPO) -> AsyncIterator[list[str]]:
+    """`python -m commpro serve` as `make run` starts it (or `command`, in `cwd`); yields its
+    banner once it has printed it (the server listens by then); SIGTERM at the end, which must
+    end it cleanly."""
+    proc = await asyncio.create_subprocess_exec(*(command or [PYTHON, "-m", "commpro", "serve"]), cwd=cwd, env=env,
                                                 stdout=stdout, stderr=asyncio.subprocess.PIPE)
     try:
         banner: list[str] = []

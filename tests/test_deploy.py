@@ -25,9 +25,8 @@ from twilio.request_validator import RequestValidator
 
 from commpro.auth import mint_token
 from commpro.config import load_config
-from tests.conftest import REPO, WAIT_S
+from tests.conftest import REPO, WAIT_S, serve
 from tests.test_packaging import DEV_ONLY
-from tests.test_replicas import serving
 
 DOMAIN = "commpro-production.up.railway.app"
 TOKEN = "2" * 32
@@ -88,7 +87,7 @@ async def test_railway_deploy_reproduced(empty_database_url, tmp_path):
         applied = len(list((REPO / "sql").glob("*.sql")))
         assert done.stdout.startswith(f"applied {applied} migration(s)"), done.stdout
 
-    async with serving(shlex.split(deploy["startCommand"]), env, cwd=run_dir):
+    async with serve(env, command=shlex.split(deploy["startCommand"]), cwd=run_dir):
         base = f"http://127.0.0.1:{port}"
         config = load_config(env=env)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT_S)) as session:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import uuid
-from contextlib import asynccontextmanager
-from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -17,29 +14,9 @@ from twilio.request_validator import RequestValidator
 from commpro.auth import mint_token
 from commpro.config import load_config
 from commpro.numbers.store import insert_number
-from tests.conftest import PYTHON, REPO, WAIT_S, fresh_number, new_user, python_env
+from tests.conftest import REPO, WAIT_S, fresh_number, new_user, python_env, serve
 
 PEER = "+447911123456"
-
-
-@asynccontextmanager
-async def serving(command: list[str], env: dict[str, str], cwd: Path = REPO):
-    """A process started with `command`, once it has said it is listening; SIGTERM at the end,
-    which must end it cleanly."""
-    proc = await asyncio.create_subprocess_exec(*command, cwd=cwd, env=env, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.PIPE)
-    try:
-        while True:
-            line = await asyncio.wait_for(proc.stderr.readline(), 60)
-            assert line, "the process exited before it was listening"
-            if line.startswith(b"Try:"):
-                break
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 30)
-    assert proc.returncode == 0
 
 
 def signed(url: str, params: dict[str, str], token: str) -> dict[str, str]:
@@ -50,11 +27,10 @@ async def test_three_replicas_share_events_and_limits(empty_database_url, tmp_pa
     ports = [unused_port() for _ in range(3)]
     env = python_env(DATABASE_URL=empty_database_url, HOST="127.0.0.1", COMMPRO_APP_DATA_DIR=str(tmp_path / "data"),
                      COMMPRO_MESSAGES_RATE_PER_MINUTE="2", COMMPRO_SANDBOX_MESSAGE_STEP_S="0")
-    command = [PYTHON, "-m", "commpro", "serve"]
     # All three start at once on an empty database: the migrations run under one lock.
-    async with serving(command, {**env, "PORT": str(ports[0])}), \
-            serving(command, {**env, "PORT": str(ports[1])}), \
-            serving(command, {**env, "PORT": str(ports[2])}):
+    async with serve({**env, "PORT": str(ports[0])}), \
+            serve({**env, "PORT": str(ports[1])}), \
+            serve({**env, "PORT": str(ports[2])}):
         config = load_config(env={"COMMPRO_APP_DATA_DIR": str(tmp_path / "data")})
         user, number = new_user(), fresh_number()
         conn = await asyncpg.connect(empty_database_url)
