@@ -91,7 +91,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(jobs_ctx)
     # After the pool's: on shutdown each batcher applies what it holds before the pool closes.
-    # Each applies its batch in one statement (sql/0011), its own transaction; two batches at a
+    # Each applies its batch in one statement (sql/0012), its own transaction; two batches at a
     # time, so that one's statement overlaps the other's commit (their locks are taken in one
     # order: they wait for each other, never deadlock).
     app.cleanup_ctx.append(batcher_ctx(call_status_batcher_key, "call-status", call_webhooks.status_batch,

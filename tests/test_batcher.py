@@ -1,4 +1,4 @@
-"""Group commit of status callbacks (commpro.batcher, sql/0011): concurrent callbacks applied
+"""Group commit of status callbacks (commpro.batcher, sql/0011 and 0012): concurrent callbacks applied
 together, each acknowledged only once committed, exactly once, with the owner's events numbered
 without gaps; a failing batch fails nobody innocent; shutdown drops nothing."""
 

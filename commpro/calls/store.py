@@ -196,7 +196,7 @@ WHERE sid = $1 OR dial_sid = $1 OR id = (SELECT call_id FROM call_legs WHERE sid
 
 
 # The same, locking the call first: a status callback run alone takes the call, then its legs,
-# in the order the batches take them (sql/0011), so that the two wait rather than deadlock.
+# in the order the batches take them (sql/0012), so that the two wait rather than deadlock.
 LOCK_SUFFIX = "\nFOR UPDATE"
 
 
@@ -213,8 +213,8 @@ async def find_webhook_call(conn: asyncpg.Connection, call_id: uuid.UUID | None,
     return None
 
 
-# Many status callbacks in one statement (sql/0011_webhook_batches.sql): for each item, in
-# order, what status_callback does in Python, or 'unknown' (no such call), or 'slow' (left to it).
+# Many status callbacks in one statement (call_status_callbacks, sql/0012, set-based): for each
+# item, in order, what status_callback does in Python, or 'unknown' (no such call), or 'slow' (left to it).
 STATUS_CALLBACKS = "SELECT n, outcome FROM call_status_callbacks($1::jsonb, $2, $3, $4, $5, $6) ORDER BY n"
 
 

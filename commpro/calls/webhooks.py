@@ -150,7 +150,7 @@ async def status_callback(request: web.Request) -> web.Response:
     call's first leg, which only ends the call when the user never answered.
 
     Applied with the callbacks arriving at the same moment, in one statement and transaction
-    (commpro.batcher, sql/0011), and answered once committed; the rare cases that statement
+    (commpro.batcher, sql/0012), and answered once committed; the rare cases that statement
     leaves ('slow': an SID to adopt, a leg that takes the call) run here, one at a time."""
     form = webhook_form(request, "CallSid", "CallStatus")
     status = form["CallStatus"]

@@ -7,8 +7,8 @@ import asyncpg
 
 from commpro.messages.store import FINAL_RANK
 
-# Many status callbacks in one statement (sql/0011_webhook_batches.sql): for each item, in
-# order, what webhooks.message_status does, or 'unknown' (no such message), or 'slow' (left to it).
+# Many status callbacks in one statement (message_status_callbacks, sql/0012, set-based): for
+# each item, in order, what webhooks.message_status does, or 'unknown' (no such message), or 'slow' (left to it).
 STATUS_CALLBACKS = "SELECT n, outcome FROM message_status_callbacks($1::jsonb, $2, $3, $4, $5) ORDER BY n"
 
 

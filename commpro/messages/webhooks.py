@@ -110,7 +110,7 @@ async def message_status(request: web.Request) -> web.Response:
     nothing. ErrorMessage is kept beside ErrorCode.
 
     Applied with the callbacks arriving at the same moment, in one statement and transaction
-    (commpro.batcher, sql/0011), and answered once committed; what that statement leaves ('slow':
+    (commpro.batcher, sql/0012), and answered once committed; what that statement leaves ('slow':
     an SID to adopt, an erasure to queue) runs here, one at a time."""
     form = webhook_form(request, "MessageSid", "MessageStatus")
     status = form["MessageStatus"]
