@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import re
 import sys
 import time
-import uuid
 from typing import Any, TextIO
 
 import orjson
@@ -45,7 +45,13 @@ def mask_phone(text: str) -> str:
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return mask_phone(_JWT.sub("[jwt]", value))
+        # Most values hold neither a JWT nor a number: a substring test is far cheaper than the
+        # regex, and every value of every line comes here.
+        if "eyJ" in value:
+            value = _JWT.sub("[jwt]", value)
+        if "+" in value or "%2" in value:
+            value = mask_phone(value)
+        return value
     if isinstance(value, dict):
         return {k: _redact_value(k, v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -171,7 +177,9 @@ def _sandbox_internal(request: web.Request) -> bool:
 async def access_middleware(request: web.Request, handler) -> web.StreamResponse:
     """The request id (taken from X-Request-ID or made), echoed back, and one access line."""
     incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    # An id to find a request's lines by, not a secret: random's generator, without uuid4's
+    # system call and object, on every request.
+    request_id = incoming if _REQUEST_ID.match(incoming) else f"{random.getrandbits(128):032x}"
     request[request_id_key] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
