@@ -13,6 +13,7 @@ import random
 import re
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
@@ -105,6 +106,28 @@ class _JsonLines(structlog.WriteLogger):
         self.name = name
 
 
+class _UtcTimestamp:
+    """`timestamp`: ISO 8601 in UTC with microseconds, as structlog's TimeStamper(fmt="iso",
+    utc=True) writes it ("2026-11-21T18:59:09.123456Z"), the date and time formatted once a
+    second rather than on every line (a fifth of the access line's cost)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        event["timestamp"] = f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        return event
+
+
+_utc_timestamp = _UtcTimestamp()
+
+
 def configure_logging(level: str = "INFO", stream: TextIO | None = None, fmt: str = "json") -> None:
     """JSON lines (`fmt` "json") or a person's lines (`fmt` "console", coloured when `stream` is
     a terminal) on `stream` (stdout by default), for structlog and stdlib loggers alike.
@@ -119,7 +142,7 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None, fmt: st
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _utc_timestamp,
     ]
     if fmt == "console":
         renderer: Any = structlog.dev.ConsoleRenderer(colors=out.isatty())
