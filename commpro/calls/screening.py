@@ -45,7 +45,9 @@ async def screen_result(request: web.Request) -> web.Response:
     if form.get("Digits") != ACCEPT_KEY:
         return twiml_response(twiml.hangup())
     async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
-        call = await store.find_webhook_call(conn, call_id_param(request), None)
+        # The call locked before its leg, as the status batches and the status code run alone
+        # take them: a batch touching this call and leg waits for us, or we for it; no deadlock.
+        call = await store.find_webhook_call(conn, call_id_param(request), None, lock=True)
         won = call is not None and call["direction"] == "inbound" and await leg_accepted(
             conn, call, form["CallSid"], "phone", form.get("To", ""))
     if not won:
@@ -62,7 +64,7 @@ async def outbound_accept(request: web.Request) -> web.Response:
     if form.get("Digits") != ACCEPT_KEY:
         return twiml_response(twiml.hangup())
     async with request.config_dict[pool_key].acquire() as conn, conn.transaction():
-        call = await store.find_webhook_call(conn, call_id_param(request), None)
+        call = await store.find_webhook_call(conn, call_id_param(request), None, lock=True)  # call, then leg
         won = call is not None and call["direction"] == "outbound" and await first_leg_taken(
             conn, call, form["CallSid"], "phone")
         number = await numbers.get_number_by_id(conn, call["phone_number_id"]) if won else None
