@@ -432,3 +432,38 @@ async def test_a_leg_that_takes_the_call_and_a_batch_wait_for_each_other(service
     finally:
         await service.pool.execute(f"DROP TRIGGER {name} ON call_legs; DROP FUNCTION {name}();")
     assert await service.pool.fetchval("SELECT answered_by FROM calls WHERE id = $1", call_id) == device
+
+
+INSERT_MESSAGE_WITH_ID = """
+INSERT INTO messages (id, user_id, contact_id, sid, direction, from_number, to_number, status, status_rank)
+VALUES ($1, $2, $3, $4, 'outbound', $5, $6, 'sent', 4)
+"""
+
+
+@pytest.mark.parametrize("higher_first", [True, False])
+async def test_a_conversation_read_and_a_status_batch_wait_for_each_other(service, higher_first):
+    """PUT .../read marks every message of the conversation, sent ones included; a status batch
+    locks the messages it moves in id order. The read takes them in id order too, whatever order
+    its scan finds them in: a batch holding the first and then taking the second waits for the
+    read, or the read for it, instead of deadlocking."""
+    user = new_user()
+    contact = await service.pool.fetchval(INSERT_CONTACT, user, DEST)
+    later, earlier = uuid.UUID(int=2**128 - 1 - random.randrange(2**64)), uuid.UUID(int=random.randrange(2**64))
+    for message_id in ((later, earlier) if higher_first else (earlier, later)):
+        await service.pool.execute(INSERT_MESSAGE_WITH_ID, message_id, user, contact, "SM" + uuid.uuid4().hex,
+                                   CALLER, DEST)
+    await service.pool.execute("INSERT INTO conversations (contact_id, user_id, last_message_at) VALUES ($1, $2, now())",
+                               contact, user)
+    async with service.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM messages WHERE id = $1 FOR UPDATE", earlier)  # as a batch: id order
+        reading = asyncio.ensure_future(service.client.put(f"/api/messages/conversations/{contact}/read",
+                                                           headers=service.auth(user)))
+        waiting = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                   "AND query LIKE '%read_at%' AND datname = current_database()")
+        async with asyncio.timeout(WAIT_S):
+            while not await service.pool.fetchval(waiting):
+                await asyncio.sleep(0.01)  # the read waits for the message this 'batch' holds
+        await conn.execute("SELECT 1 FROM messages WHERE id = $1 FOR UPDATE", later)
+    assert (await asyncio.wait_for(reading, WAIT_S)).status == 200
+    assert await service.pool.fetchval("SELECT count(*) FROM messages WHERE contact_id = $1 AND read_at IS NOT NULL",
+                                       contact) == 2

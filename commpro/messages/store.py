@@ -299,8 +299,13 @@ async def mark_read(conn: asyncpg.Connection, user_id: str, message_id: uuid.UUI
 
 # The summary row is locked first: an inbound message arriving meanwhile waits, then counts.
 LOCK_CONVERSATION = "SELECT 1 FROM conversations WHERE user_id = $1 AND contact_id = $2 FOR UPDATE"
+# The messages locked in id order, as the status batches lock them (sql/0012): an update locks
+# rows in whatever order its plan finds them, and a batch holding one of two would deadlock with it.
 MARK_ALL_READ = """
-UPDATE messages SET read_at = now() WHERE user_id = $1 AND contact_id = $2 AND read_at IS NULL
+UPDATE messages SET read_at = now()
+WHERE id IN (SELECT id FROM messages WHERE user_id = $1 AND contact_id = $2 AND read_at IS NULL
+             ORDER BY id FOR UPDATE)
+  AND read_at IS NULL
 """
 RESET_UNREAD = "UPDATE conversations SET unread_count = 0 WHERE user_id = $1 AND contact_id = $2"
 
