@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import asyncpg
+import orjson
 
 from commpro.calls import store as calls
 from commpro.calls.routes import MAX_OFFSET
@@ -109,24 +110,22 @@ async def measure(base: str, database_url: str, tokens: dict[str, str]) -> list[
                     path, query, store_call = by_user[user][name]
                     headers = {"Authorization": f"Bearer {tokens[user]}"}
 
-                    items = []
-
-                    async def api(path=path, query=query, headers=headers, items=items) -> None:
+                    async def api(path=path, query=query, headers=headers) -> bytes:
                         async with session.get(base + path, params=query, headers=headers) as resp:
                             if resp.status != 200:
                                 raise SystemExit(f"{path} {query}: {resp.status} {await resp.text()}")
-                            if items:  # counted once, outside the other timings
-                                await resp.read()
-                            else:
-                                body = await resp.json()
-                                items.append(len(next(v for v in body.values() if isinstance(v, list))))
+                            return await resp.read()
+
+                    # The page's size, from one request before the timed ones: compare like with like.
+                    page = orjson.loads(await api())
+                    items = [len(v) for v in page.values() if isinstance(v, list)]
 
                     async def sql(store_call=store_call) -> None:
                         async with pool.acquire() as conn:
                             await store_call(conn)
 
                     row[f"{label}_p50"], row[f"{label}_p95"] = await timed(REQUESTS, api)
-                    row[f"{label}_items"] = items[0]  # the page's size: compare like with like
+                    row[f"{label}_items"] = items[0] if items else None
                     row[f"{label}_sql_p50"], _ = await timed(REQUESTS, sql)
                 row["ratio_p50"] = row["big_p50"] / row["small_p50"]
                 rows.append(row)
