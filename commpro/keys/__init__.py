@@ -84,13 +84,20 @@ class KeyRing:
                                "(add it to crypto.previous_master_keys)")
         return master.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _aad_user_key(user_id))
 
+    def cached_key(self, user_id: str) -> DataKey | None:
+        """The user's data key if it is cached (and fresh): no connection needed."""
+        cached = self._cache.get(user_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        return None
+
     async def data_key(self, conn: asyncpg.Connection, user_id: str, *, create: bool) -> DataKey:
         """The user's data key; a new one when `create` and there is none (or it was shredded).
         Raises KeyShredded when there is none to read with. Only keys read from committed rows
         are cached."""
-        cached = self._cache.get(user_id)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
+        cached = self.cached_key(user_id)
+        if cached is not None:
+            return cached
         row = await store.get_user_key(conn, user_id)
         if (row is None or row["wrapped_key"] is None) and create:
             await store.insert_user_key(conn, user_id, self.wrap(user_id, os.urandom(32)), self.current_id)
