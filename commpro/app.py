@@ -101,10 +101,9 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
                                        one_statement=True, in_flight=2))
     app.cleanup_ctx.append(batcher_ctx(message_status_batcher_key, "message-status", message_webhooks.status_batch,
                                        one_statement=True, in_flight=2))
-    # Inbound messages: one statement each, many in one transaction (one notifying commit), rows
-    # in one order and the event counters last: two batches at a time too.
+    # Inbound messages too (sql/0013), rows in one order and the event counters last.
     app.cleanup_ctx.append(batcher_ctx(inbound_sms_batcher_key, "inbound-sms", message_webhooks.inbound_batch,
-                                       in_flight=2))
+                                       one_statement=True, in_flight=2))
     app.add_routes(ops.routes)
     app.add_routes(console_routes.routes)
     app.add_routes(openapi.routes)
