@@ -18,6 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 import asyncpg
 from cryptography.exceptions import InvalidTag
@@ -55,6 +56,11 @@ def aad(kind: str, user_id: str, row_id: object) -> bytes:
 class DataKey:
     key: bytes
     created_at: datetime
+
+    @cached_property
+    def aead(self) -> AESGCM:
+        """The cipher under this key, made once per cached key rather than per message."""
+        return AESGCM(self.key)
 
 
 class KeyRing:
@@ -121,11 +127,11 @@ class KeyRing:
     def seal(key: DataKey, plaintext: bytes, associated: bytes) -> tuple[bytes, bytes]:
         """(ciphertext, nonce): a fresh random nonce every time."""
         nonce = os.urandom(NONCE_BYTES)
-        return AESGCM(key.key).encrypt(nonce, plaintext, associated), nonce
+        return key.aead.encrypt(nonce, plaintext, associated), nonce
 
     @staticmethod
     def open(key: DataKey, ciphertext: bytes, nonce: bytes, associated: bytes) -> bytes:
         try:
-            return AESGCM(key.key).decrypt(nonce, ciphertext, associated)
+            return key.aead.decrypt(nonce, ciphertext, associated)
         except InvalidTag:
             raise Unreadable() from None

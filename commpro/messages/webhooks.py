@@ -29,7 +29,7 @@ from commpro.messages import erasure_store, inbound_store, status_store, store
 from commpro.messages.content import seal
 from commpro.messages.media import MEDIA_FETCH
 from commpro.messages.prices import PRICES
-from commpro.messages.sms import encoding_and_segments, opt_keyword, twilio_count
+from commpro.messages.sms import encoding_of, opt_keyword, twilio_count
 from commpro.numbers.owners import Owner
 from commpro.webhooks import form_int, twiml, webhook_form
 
@@ -55,7 +55,7 @@ async def inbound_sms(request: web.Request) -> web.Response:
     config = request.config_dict[config_key]
     body = form.get("Body", "")
     keyword = opt_keyword(body, form.get("OptOutType"))
-    encoding, _ = encoding_and_segments(body)
+    encoding = encoding_of(body)
     owners = request.config_dict[number_owners_key]
     message_id = uuid.uuid4()
 
