@@ -90,6 +90,10 @@ async def test_a_batch_does_what_its_messages_do_one_by_one(service):
         assert [outcome(batched[n]) for n in (5, 6, 7)] == [(True, False, True), (False, False, True),
                                                             (False, False, True)]
         assert outcome(batched[2]) == (True, True, True)  # the blocked contact's
+        # Again, all stored now: nothing changes, and there is no event to publish.
+        async with conn.transaction():
+            again = await inbound_store.insert_inbound_batch(conn, [batch_sms(*item) for item in ITEMS[:3]])
+        assert [outcome(r) for r in again] == [(False, False, True), (False, False, True), (False, True, True)]
         batch_state, alone_state = await state(conn, batch_user), await state(conn, alone_user)
     events = batch_state.pop("events")
     alone_events = alone_state.pop("events")
