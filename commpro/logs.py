@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import re
 import sys
 import time
-import uuid
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
@@ -45,7 +46,13 @@ def mask_phone(text: str) -> str:
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return mask_phone(_JWT.sub("[jwt]", value))
+        # Most values hold neither a JWT nor a number: a substring test is far cheaper than the
+        # regex, and every value of every line comes here.
+        if "eyJ" in value:
+            value = _JWT.sub("[jwt]", value)
+        if "+" in value or "%2" in value:
+            value = mask_phone(value)
+        return value
     if isinstance(value, dict):
         return {k: _redact_value(k, v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -99,6 +106,28 @@ class _JsonLines(structlog.WriteLogger):
         self.name = name
 
 
+class _UtcTimestamp:
+    """`timestamp`: ISO 8601 in UTC with microseconds, as structlog's TimeStamper(fmt="iso",
+    utc=True) writes it ("2026-11-21T18:59:09.123456Z"), the date and time formatted once a
+    second rather than on every line (a fifth of the access line's cost)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        event["timestamp"] = f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        return event
+
+
+_utc_timestamp = _UtcTimestamp()
+
+
 def configure_logging(level: str = "INFO", stream: TextIO | None = None, fmt: str = "json") -> None:
     """JSON lines (`fmt` "json") or a person's lines (`fmt` "console", coloured when `stream` is
     a terminal) on `stream` (stdout by default), for structlog and stdlib loggers alike.
@@ -113,7 +142,7 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None, fmt: st
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _utc_timestamp,
     ]
     if fmt == "console":
         renderer: Any = structlog.dev.ConsoleRenderer(colors=out.isatty())
@@ -171,7 +200,9 @@ def _sandbox_internal(request: web.Request) -> bool:
 async def access_middleware(request: web.Request, handler) -> web.StreamResponse:
     """The request id (taken from X-Request-ID or made), echoed back, and one access line."""
     incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    # An id to find a request's lines by, not a secret: random's generator, without uuid4's
+    # system call and object, on every request.
+    request_id = incoming if _REQUEST_ID.match(incoming) else f"{random.getrandbits(128):032x}"
     request[request_id_key] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()

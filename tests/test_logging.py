@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from commpro.logs import mask_phone
@@ -27,6 +28,10 @@ async def test_access_line_and_redaction(service, logs):
     access = [r for r in records if r["event"] == "request" and not r["path"].startswith("/_sandbox")]
     assert len(access) == 3
     first = access[0]
+    # When, in UTC, to the microsecond: the same shape on every line.
+    stamps = [datetime.fromisoformat(r["timestamp"]) for r in access]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", r["timestamp"]) for r in access)
+    assert stamps == sorted(stamps) and abs(datetime.now(UTC) - stamps[-1]) < timedelta(minutes=1)
     assert (first["method"], first["route"], first["status"], first["user"], first["request_id"]) == (
         "GET", "/status", 200, "alice", "r-1")
     assert first["duration_ms"] >= 0

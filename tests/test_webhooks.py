@@ -78,10 +78,29 @@ async def test_oversized_body_is_413(service):
     assert (await resp.json())["error"]["code"] == "payload_too_large"
 
 
-async def test_malformed_body_is_400(service):
-    resp = await post(service, "/webhook/sms", {}, "sig", body=b"\xff\xfe=\x00")
+@pytest.mark.parametrize("body", [b"\xff\xfe=\x00", b"MessageSid", b"From=%2B1&&To=2", b"From=1&", b"&From=1"])
+async def test_malformed_body_is_400(service, body):
+    """Not UTF-8, a field without '=', an empty field: as strict as urllib's parse_qsl."""
+    resp = await post(service, "/webhook/sms", {}, "sig", body=body)
     assert resp.status == 400
     assert (await resp.json())["error"]["code"] == "bad_request"
+
+
+async def test_a_signature_over_the_url_with_its_default_port_is_accepted(start_service):
+    """Twilio has signed URLs with the port written out: the twilio package's validate() allows
+    for it, after the quicker check against the URL as requested."""
+    service = await start_service(PUBLIC_BASE_URL="https://commpro.example.com")
+    signed = service.sign("/webhook/sms", SMS, base="https://commpro.example.com:443")
+    assert signed != service.sign("/webhook/sms", SMS)
+    assert (await post(service, "/webhook/sms", SMS, signed)).status == 200
+    # Another port is another URL.
+    other = service.sign("/webhook/sms", SMS, base="https://commpro.example.com:8443")
+    assert (await post(service, "/webhook/sms", SMS, other)).status == 403
+
+
+async def test_a_signature_that_is_not_ascii_is_refused_not_a_crash(service):
+    resp = await post(service, "/webhook/sms", SMS, "sïgnature=")
+    assert resp.status == 403
 
 
 async def test_non_form_body_is_415(service):

@@ -154,10 +154,11 @@ def table(report: dict) -> str:
         out.append(f"| {r['scenario']} | {r['rps']:,.0f} | {r['p50_ms']} | {r['p99_ms']} | {versus} "
                    f"| {ceiling_tps} | {of} |")
     out += ["", (f"| Lists, p50 / p95 ms ({seed.SMALL_ROWS:,} vs {seed.ROWS:,} rows) | 10k | 1M | ratio p50 "
-                 "| SQL p50 10k / 1M |"), "|---|---|---|---|---|"]
+                 "| SQL p50 10k / 1M | items 10k / 1M |"), "|---|---|---|---|---|---|"]
     for r in report["lists"]:
         out.append(f"| {r['request']} | {r['small_p50']:.1f} / {r['small_p95']:.1f} | {r['big_p50']:.1f} / "
-                   f"{r['big_p95']:.1f} | {r['ratio_p50']:.2f} | {r['small_sql_p50']:.2f} / {r['big_sql_p50']:.2f} |")
+                   f"{r['big_p95']:.1f} | {r['ratio_p50']:.2f} | {r['small_sql_p50']:.2f} / {r['big_sql_p50']:.2f} "
+                   f"| {r['small_items']} / {r['big_items']} |")
     m = report["memory"]
     if m:
         out += ["", (f"Memory: RSS {m['rss_before_mb']:.1f} MB -> {m['rss_after_mb']:.1f} MB "
