@@ -3,6 +3,7 @@ signature before these run."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from functools import partial
 
@@ -58,6 +59,8 @@ async def inbound_sms(request: web.Request) -> web.Response:
     encoding = encoding_of(body)
     owners = request.config_dict[number_owners_key]
     message_id = uuid.uuid4()
+    media = _pending_media(form, num_media)
+    jobs = _jobs(config.prices.first_after_s)
 
     async def store_as(owner: Owner) -> asyncpg.Record | None:
         user = owner.user_id
@@ -66,8 +69,7 @@ async def inbound_sms(request: web.Request) -> web.Response:
             message_id, user, owner.id, form["MessageSid"], form["From"], form["To"],
             seal(await _sealing_key(request, user), "body", user, message_id, body.encode()),
             twilio_count(form.get("NumSegments")), encoding, num_media, {"stop": True, "start": False}.get(keyword),
-            _pending_media(form, num_media), inbound_store.Jobs(PRICES.kind, config.prices.first_after_s, MEDIA_FETCH),
-            erase=config.messages.erase_at_twilio))
+            media, jobs, erase=config.messages.erase_at_twilio))
 
     row = None
     owner = owners.get(form["To"])
@@ -88,6 +90,12 @@ async def inbound_sms(request: web.Request) -> web.Response:
     if row["inserted"] and num_media:
         request.config_dict[jobs_key].wake(MEDIA_FETCH)
     return twiml(NO_REPLY)
+
+
+@functools.lru_cache(maxsize=8)
+def _jobs(price_after_s: float) -> inbound_store.Jobs:
+    """The same for every message of a process (its config): made once."""
+    return inbound_store.Jobs(PRICES.kind, price_after_s, MEDIA_FETCH)
 
 
 async def _sealing_key(request: web.Request, user_id: str) -> DataKey:
