@@ -15,6 +15,7 @@ from commpro.appkeys import (
     keyring_key,
     message_status_batcher_key,
     metrics_key,
+    number_owners_key,
     started_at_key,
     tasks_key,
 )
@@ -45,6 +46,7 @@ from commpro.messages.prices import message_prices
 from commpro.metrics import Metrics
 from commpro.numbers import greetings as number_greetings
 from commpro.numbers import routes as number_routes
+from commpro.numbers.owners import NumberOwners
 from commpro.quality import routes as quality_routes
 from commpro.quality.delivery import alert_webhook
 from commpro.quality.poller import voice_insights
@@ -81,6 +83,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app[tasks_key] = {}
     app[started_at_key] = time.monotonic()
     app[keyring_key] = KeyRing(config.crypto)
+    app[number_owners_key] = NumberOwners()
     app[metrics_key] = Metrics()
     app[jobs_key] = JobQueue()
     for kind in JOB_KINDS:
@@ -98,10 +101,9 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
                                        one_statement=True, in_flight=2))
     app.cleanup_ctx.append(batcher_ctx(message_status_batcher_key, "message-status", message_webhooks.status_batch,
                                        one_statement=True, in_flight=2))
-    # Inbound messages: one statement each, many in one transaction (one notifying commit), rows
-    # in one order and the event counters last: two batches at a time too.
+    # Inbound messages too (sql/0013), rows in one order and the event counters last.
     app.cleanup_ctx.append(batcher_ctx(inbound_sms_batcher_key, "inbound-sms", message_webhooks.inbound_batch,
-                                       in_flight=2))
+                                       one_statement=True, in_flight=2))
     app.add_routes(ops.routes)
     app.add_routes(console_routes.routes)
     app.add_routes(openapi.routes)

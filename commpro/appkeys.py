@@ -48,7 +48,16 @@ class Keys(Protocol):
 
     current_id: str
 
+    def cached_key(self, user_id: str) -> Any: ...
     async def data_key(self, conn: asyncpg.Connection, user_id: str, *, create: bool) -> Any: ...
+
+
+class Owners(Protocol):
+    """commpro.numbers.owners.NumberOwners: the numbers' owners last seen, checked by each statement."""
+
+    def get(self, e164: str) -> Any: ...
+    def forget(self, e164: str) -> None: ...
+    async def look_up(self, conn: asyncpg.Connection, e164: str) -> Any: ...
 
 
 class Jobs(Protocol):
@@ -91,6 +100,7 @@ twilio_key = web.AppKey("twilio_key", Gateway)
 tasks_key = web.AppKey("tasks_key", dict[str, asyncio.Task])
 started_at_key = web.AppKey("started_at_key", float)
 keyring_key = web.AppKey("keyring_key", Keys)
+number_owners_key = web.AppKey("number_owners_key", Owners)
 # The job kinds this process runs (commpro.jobs), and how to wake their loops.
 jobs_key = web.AppKey("jobs_key", Jobs)
 hub_key = web.AppKey("hub_key", Hub)

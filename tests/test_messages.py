@@ -6,8 +6,10 @@ import asyncio
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from commpro.messages.sms import encoding_and_segments, opt_keyword
+from commpro.messages.sms import GSM_CHARACTERS, encoding_and_segments, encoding_of, estimate, opt_keyword
 from tests.conftest import new_user
 
 PEER = "+447911123456"
@@ -53,6 +55,16 @@ async def conversation(service, user, contact_id) -> dict:
 ])
 def test_encoding_and_segments(body, encoding, segments):
     assert encoding_and_segments(body) == (encoding, segments)
+
+
+# GSM characters (both sets, \r\n among them), and others that combine into graphemes with them:
+# a combining accent, a variation selector, a zero-width joiner, an emoji, a regional indicator.
+BODY_CHARACTERS = st.sampled_from(sorted(GSM_CHARACTERS) + ["\u0301", "\ufe0f", "\u200d", "👍", "🇫", "ê", "\u00a0"])
+
+
+@given(st.lists(BODY_CHARACTERS, max_size=40).map("".join))
+def test_an_inbound_bodys_encoding_is_the_estimates(body):
+    assert encoding_of(body) == estimate(body).encoding
 
 
 def test_opt_keywords():

@@ -18,6 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 import asyncpg
 from cryptography.exceptions import InvalidTag
@@ -56,6 +57,11 @@ class DataKey:
     key: bytes
     created_at: datetime
 
+    @cached_property
+    def aead(self) -> AESGCM:
+        """The cipher under this key, made once per cached key rather than per message."""
+        return AESGCM(self.key)
+
 
 class KeyRing:
     """The master keys and a bounded, time-limited cache of unwrapped data keys."""
@@ -84,13 +90,20 @@ class KeyRing:
                                "(add it to crypto.previous_master_keys)")
         return master.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _aad_user_key(user_id))
 
+    def cached_key(self, user_id: str) -> DataKey | None:
+        """The user's data key if it is cached (and fresh): no connection needed."""
+        cached = self._cache.get(user_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        return None
+
     async def data_key(self, conn: asyncpg.Connection, user_id: str, *, create: bool) -> DataKey:
         """The user's data key; a new one when `create` and there is none (or it was shredded).
         Raises KeyShredded when there is none to read with. Only keys read from committed rows
         are cached."""
-        cached = self._cache.get(user_id)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
+        cached = self.cached_key(user_id)
+        if cached is not None:
+            return cached
         row = await store.get_user_key(conn, user_id)
         if (row is None or row["wrapped_key"] is None) and create:
             await store.insert_user_key(conn, user_id, self.wrap(user_id, os.urandom(32)), self.current_id)
@@ -114,11 +127,11 @@ class KeyRing:
     def seal(key: DataKey, plaintext: bytes, associated: bytes) -> tuple[bytes, bytes]:
         """(ciphertext, nonce): a fresh random nonce every time."""
         nonce = os.urandom(NONCE_BYTES)
-        return AESGCM(key.key).encrypt(nonce, plaintext, associated), nonce
+        return key.aead.encrypt(nonce, plaintext, associated), nonce
 
     @staticmethod
     def open(key: DataKey, ciphertext: bytes, nonce: bytes, associated: bytes) -> bytes:
         try:
-            return AESGCM(key.key).decrypt(nonce, ciphertext, associated)
+            return key.aead.decrypt(nonce, ciphertext, associated)
         except InvalidTag:
             raise Unreadable() from None

@@ -4,6 +4,10 @@ One round trip and no BEGIN/COMMIT: the statement is its own transaction, commit
 webhook answers. It is idempotent on the MessageSid: a retry, or a duplicate arriving at the
 same moment (it waits on the first one's row, then finds it), stores nothing and publishes
 nothing. The owner's event counter is locked last (events/store.py), after every other change.
+
+The webhook's batches (commpro.batcher) run the same changes for many messages in one statement
+too: the SQL function inbound_sms_batch (sql/0013_inbound_sms_batches.sql); this statement is
+for a message that failed in a batch and runs alone.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from commpro.events.store import NOTIFY_EVENT, PUBLISH_CTES, publish_many
+from commpro.events.store import CHANNEL, NOTIFY_EVENT, PUBLISH_CTES
 from commpro.messages.erasure_store import QUEUED_JOBS
 from commpro.messages.store import CONVERSATION_CHANGE
 
@@ -83,14 +87,6 @@ INSERT_INBOUND_SMS = f"""{_STORE_CHANGES}, published AS (
 SELECT c.id AS contact_id, c.blocked, m.id IS NOT NULL AS inserted, notified.seq
 FROM contact c LEFT JOIN msg m ON true {NOTIFY_EVENT}
 """
-# In a batch: the same changes without the event. The batch publishes every item's event in one
-# statement at its end, so that its owners' event counters are still locked last, after every
-# contact and conversation row of the batch (and in the order the status batches take them).
-STORE_INBOUND_SMS = f"""{_STORE_CHANGES}
-SELECT 1
-"""
-
-
 @dataclass(frozen=True)
 class PendingMedia:
     """An inbound media to fetch after the webhook is answered: stored first, so never lost."""
@@ -146,37 +142,35 @@ async def insert_inbound_sms(conn: asyncpg.Connection, sms: InboundSms) -> async
     return await conn.fetchrow(INSERT_INBOUND_SMS, *_arguments(sms))
 
 
-# What a batch of STORE_INBOUND_SMS did, item by item: `inserted` when the message row is the one
-# this item made (its id is new), no row when the number was no longer the owner's.
-BATCH_OUTCOMES = """
-SELECT i.n, m.id = i.id AS inserted, coalesce(c.blocked, false) AS blocked, c.id AS contact_id
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS i(id, sid, user_id, phone, n)
-JOIN messages m ON m.sid = i.sid
-LEFT JOIN contacts c ON c.user_id = i.user_id AND c.phone_number = i.phone
+# Many inbound messages in one statement, its own transaction (sql/0013_inbound_sms_batches.sql):
+# each as INSERT_INBOUND_SMS, the events of all at the end.
+INBOUND_SMS_BATCH = """
+SELECT o_n AS n, o_inserted AS inserted, o_blocked AS blocked, o_contact_id AS contact_id
+FROM inbound_sms_batch($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::bytea[],
+                       $8::bytea[], $9::int[], $10::text[], $11::int[], $12::boolean[], $13::text[], $14::float8[],
+                       $15::text[], $16::boolean[], $17::int[], $18::uuid[], $19::text[], $20::text[], $21::text[],
+                       $22::int[], $23)
 """
 
 
 async def insert_inbound_batch(conn: asyncpg.Connection, batch: list[InboundSms]) -> list[asyncpg.Record | None]:
-    """Many inbound messages in the caller's transaction (commpro.batcher: one commit, one
-    notifying commit, for all), each as insert_inbound_sms does; a row (inserted, blocked,
-    contact_id) or None for each, in `batch`'s order.
+    """Many inbound messages in one statement (commpro.batcher: one round trip, one notifying
+    commit, for all), each as insert_inbound_sms does; a row (inserted, blocked, contact_id) or
+    None (the number is no longer that owner's) for each, in `batch`'s order.
 
-    The statements are pipelined (executemany: one round trip, not one per message), then one
-    query reads what each did, then one statement publishes the events of the messages stored.
     Rows are locked owner by owner, contact by contact and message by message, in one order, and
-    the event counters last: concurrent batches, and a request that locks a contact then publishes, wait for each
-    other rather than deadlock. Idempotent on each MessageSid, as the batcher needs (a failed
-    batch's items run again, alone)."""
-    ordered = sorted(batch, key=lambda sms: (sms.user_id, sms.from_number, sms.sid))
-    await conn.executemany(STORE_INBOUND_SMS, [_arguments(sms) for sms in ordered])
-    rows = await conn.fetch(BATCH_OUTCOMES, [s.message_id for s in batch], [s.sid for s in batch],
-                            [s.user_id for s in batch], [s.from_number for s in batch])
+    the event counters last: concurrent batches, and a request that locks a contact then
+    publishes, wait for each other rather than deadlock. Idempotent on each MessageSid, as the
+    batcher needs (a failed batch's items run again, alone)."""
+    media = [(n, m) for n, sms in enumerate(batch, start=1) for m in sms.media]
+    rows = await conn.fetch(
+        INBOUND_SMS_BATCH, [s.message_id for s in batch], [s.user_id for s in batch], [s.number_id for s in batch],
+        [s.sid for s in batch], [s.from_number for s in batch], [s.to_number for s in batch],
+        [s.sealed[0] for s in batch], [s.sealed[1] for s in batch], [s.segments for s in batch],
+        [s.encoding for s in batch], [s.num_media for s in batch], [s.opted_out for s in batch],
+        [s.jobs.price for s in batch], [float(s.jobs.price_after_s) for s in batch],
+        [s.jobs.media_fetch for s in batch], [s.erase for s in batch],
+        [n for n, _ in media], [m.id for _, m in media], [m.sid for _, m in media],
+        [m.content_type for _, m in media], [m.url for _, m in media], [m.position for _, m in media], CHANNEL)
     outcomes = {row["n"]: row for row in rows}
-    events = []
-    for n, sms in enumerate(batch, start=1):
-        row = outcomes.get(n)
-        if row is not None and row["inserted"] and not row["blocked"]:
-            events.append((sms.user_id, "message.received", {
-                "messageId": str(sms.message_id), "contactId": str(row["contact_id"]), "numMedia": sms.num_media}))
-    await publish_many(conn, events)
     return [outcomes.get(n) for n in range(1, len(batch) + 1)]

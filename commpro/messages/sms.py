@@ -85,6 +85,17 @@ def encoding_and_segments(body: str) -> tuple[str, int]:
     return result.encoding, result.segments
 
 
+GSM_CHARACTERS = GSM_BASIC | GSM_EXTENDED
+
+
+def encoding_of(body: str) -> str:
+    """`estimate`'s encoding alone, without cutting graphemes (an inbound message needs no more;
+    the profile showed `estimate` at 5 % of the webhook's CPU): every grapheme is one GSM
+    character exactly when every character is one, since no GSM character combines with another
+    into a grapheme but "\r\n", which `estimate` counts as two."""
+    return "GSM-7" if GSM_CHARACTERS.issuperset(body) else "UCS-2"
+
+
 def twilio_count(value: object) -> int | None:
     """Twilio's num_segments / NumSegments (a string in its JSON and forms); None when absent,
     not a number, or 0 (a Messaging Service has not counted yet)."""

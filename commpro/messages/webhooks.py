@@ -3,9 +3,11 @@ signature before these run."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from functools import partial
 
+import asyncpg
 import structlog
 from aiohttp import web
 from twilio.twiml.messaging_response import MessagingResponse
@@ -17,17 +19,19 @@ from commpro.appkeys import (
     jobs_key,
     keyring_key,
     message_status_batcher_key,
+    number_owners_key,
     pool_key,
 )
 from commpro.batcher import Apply, ItemFailed
 from commpro.errors import ValidationError
 from commpro.events import store as events
+from commpro.keys import DataKey
 from commpro.messages import erasure_store, inbound_store, status_store, store
 from commpro.messages.content import seal
 from commpro.messages.media import MEDIA_FETCH
 from commpro.messages.prices import PRICES
-from commpro.messages.sms import encoding_and_segments, opt_keyword, twilio_count
-from commpro.numbers import store as numbers
+from commpro.messages.sms import encoding_of, opt_keyword, twilio_count
+from commpro.numbers.owners import Owner
 from commpro.webhooks import form_int, twiml, webhook_form
 
 log = structlog.get_logger("commpro.messages")
@@ -41,32 +45,43 @@ NO_REPLY = str(MessagingResponse())
 @routes.post("/webhook/sms", name="webhook_sms")
 async def inbound_sms(request: web.Request) -> web.Response:
     """Store the message encrypted, once per MessageSid, and answer at once; its media is
-    recorded as pending in the same transaction and fetched in the background. Two round trips
-    once the owner's data key is cached: the number's owner (whose key seals the body), then one
-    statement (inbound_store), applied with the messages arriving at the same moment in one
-    transaction (commpro.batcher) and answered once that is committed."""
+    recorded as pending in the same transaction and fetched in the background. Usually no round
+    trip of its own: the number's owner is the one remembered (numbers/owners.py) and its data key
+    cached; the statement (inbound_store), applied with the messages arriving at the same moment
+    in one transaction (commpro.batcher) and answered once that is committed, checks that owner.
+    Should the number have changed hands since, it stores nothing, and the message is sealed
+    again for the owner looked up now."""
     form = webhook_form(request, "MessageSid", "From", "To")
     num_media = max(0, min(form_int(form, "NumMedia") or 0, MAX_MEDIA))
     config = request.config_dict[config_key]
     body = form.get("Body", "")
     keyword = opt_keyword(body, form.get("OptOutType"))
+    encoding = encoding_of(body)
+    owners = request.config_dict[number_owners_key]
     message_id = uuid.uuid4()
-    async with request.config_dict[pool_key].acquire() as conn:
-        number = await numbers.get_number_owner(conn, form["To"])
-        if number is not None:
-            # Outside a transaction: a key created here is committed at once, so it is cached.
-            key = await request.config_dict[keyring_key].data_key(conn, number["user_id"], create=True)
-    row = None
-    if number is not None:
-        user = number["user_id"]
-        encoding, _ = encoding_and_segments(body)
+    media = _pending_media(form, num_media)
+    jobs = _jobs(config.prices.first_after_s)
+
+    async def store_as(owner: Owner) -> asyncpg.Record | None:
+        user = owner.user_id
         # Twilio's NumSegments is the billed count; the price job's fetch fills it in if absent.
-        row = await _store_inbound(request, inbound_store.InboundSms(
-            message_id, user, number["id"], form["MessageSid"], form["From"], form["To"],
-            seal(key, "body", user, message_id, body.encode()), twilio_count(form.get("NumSegments")),
-            encoding, num_media, {"stop": True, "start": False}.get(keyword), _pending_media(form, num_media),
-            inbound_store.Jobs(PRICES.kind, config.prices.first_after_s, MEDIA_FETCH),
-            erase=config.messages.erase_at_twilio))
+        return await _store_inbound(request, inbound_store.InboundSms(
+            message_id, user, owner.id, form["MessageSid"], form["From"], form["To"],
+            seal(await _sealing_key(request, user), "body", user, message_id, body.encode()),
+            twilio_count(form.get("NumSegments")), encoding, num_media, {"stop": True, "start": False}.get(keyword),
+            media, jobs, erase=config.messages.erase_at_twilio))
+
+    row = None
+    owner = owners.get(form["To"])
+    if owner is not None:
+        row = await store_as(owner)
+        if row is None:  # the number changed hands (or was released) since it was remembered
+            owners.forget(form["To"])
+    if row is None:
+        async with request.config_dict[pool_key].acquire() as conn:
+            owner = await owners.look_up(conn, form["To"])
+        if owner is not None:
+            row = await store_as(owner)
     if row is None:  # no such number (or it was released since the lookup)
         log.info("sms_to_unknown_number", message_sid=form["MessageSid"], to_number=form["To"])
         return twiml(NO_REPLY)
@@ -75,6 +90,23 @@ async def inbound_sms(request: web.Request) -> web.Response:
     if row["inserted"] and num_media:
         request.config_dict[jobs_key].wake(MEDIA_FETCH)
     return twiml(NO_REPLY)
+
+
+@functools.lru_cache(maxsize=8)
+def _jobs(price_after_s: float) -> inbound_store.Jobs:
+    """The same for every message of a process (its config): made once."""
+    return inbound_store.Jobs(PRICES.kind, price_after_s, MEDIA_FETCH)
+
+
+async def _sealing_key(request: web.Request, user_id: str) -> DataKey:
+    """The owner's data key: cached, or read (created when it has none) outside a transaction, so
+    that a key created here is committed at once, and cached."""
+    keyring = request.config_dict[keyring_key]
+    key = keyring.cached_key(user_id)
+    if key is None:
+        async with request.config_dict[pool_key].acquire() as conn:
+            key = await keyring.data_key(conn, user_id, create=True)
+    return key
 
 
 def inbound_batch(app: web.Application) -> Apply:

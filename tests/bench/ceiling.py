@@ -83,6 +83,7 @@ async def asyncpg_tps(config: Config, ceiling_sids: list[str], message_sids: lis
     pool = await create_pool(config.database.url, max_size=config.database.pool_max)
     keyring = KeyRing(config.crypto)
     sids, msids, n = itertools.cycle(ceiling_sids), itertools.cycle(message_sids), itertools.count()
+    owner: dict[str, asyncpg.Record] = {}
     msg_status = itertools.cycle(["sent"] * len(message_sids) + ["delivered"] * len(message_sids))
 
     async def status(conn: asyncpg.Connection) -> None:
@@ -94,17 +95,18 @@ async def asyncpg_tps(config: Config, ceiling_sids: list[str], message_sids: lis
                                            quality_kind=VOICE_INSIGHTS, quality_after_s=60.0, channel=events.CHANNEL)
 
     async def sms(conn: asyncpg.Connection) -> None:
-        # As the webhook runs it, without group commit: the owner, then one statement that is
-        # its own transaction.
-        number = await numbers.get_number_owner(conn, to_number)
+        # The batch statement the handler submits to, with one message in it: the ceiling
+        # without group commit (the webhook's owner is remembered and its key cached).
+        number = owner.get(to_number) or await numbers.get_number_owner(conn, to_number)
+        owner[to_number] = number
         user, message_id, i = number["user_id"], uuid.uuid4(), next(n)
         sender = "+3368" + str(7000000 + i % 5000)
-        key = await keyring.data_key(conn, user, create=True)
+        key = keyring.cached_key(user) or await keyring.data_key(conn, user, create=True)
         body = f"Bonjour, message de charge numero {i}".encode()
-        await inbound.insert_inbound_sms(conn, inbound.InboundSms(
+        await inbound.insert_inbound_batch(conn, [inbound.InboundSms(
             message_id, user, number["id"], "SM" + uuid.uuid4().hex, sender, to_number,
             seal(key, "body", user, message_id, body), 1, "GSM-7", 0, None, [],
-            inbound.Jobs(PRICES.kind, 60.0, MEDIA_FETCH), erase=False))
+            inbound.Jobs(PRICES.kind, 60.0, MEDIA_FETCH), erase=False)])
 
     async def message_status(conn: asyncpg.Connection) -> None:
         sid, state = next(msids), next(msg_status)
