@@ -82,6 +82,14 @@ class Batcher(Generic[Item, Result]):
         self._wake.set()
         return await future
 
+    async def submit_or(self, item: Item, failed: Result) -> Result:
+        """submit(item), or `failed` when the item failed even alone: the status webhooks then
+        run their one-at-a-time code, which answers as it always has."""
+        try:
+            return await self.submit(item)
+        except ItemFailed:
+            return failed
+
     async def close(self) -> None:
         """Apply what is queued, then stop; later items run alone."""
         self._closing = True

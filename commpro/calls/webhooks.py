@@ -11,7 +11,7 @@ from aiohttp import web
 
 from commpro import jobs
 from commpro.appkeys import call_status_batcher_key, config_key, pool_key
-from commpro.batcher import Apply, ItemFailed
+from commpro.batcher import Apply
 from commpro.calls import devices, inbound_store, leg_store, store, twiml
 from commpro.calls.answering import call_connected, call_id_param, first_leg_taken, leg_accepted, leg_device
 from commpro.calls.prices import PRICES
@@ -166,10 +166,7 @@ async def status_callback(request: web.Request) -> web.Response:
         "device": request.query.get("device") or leg_device(target),
         "accepts": status == "in-progress" and request.query.get("screened") != "1",
     }
-    try:
-        outcome = await request.config_dict[call_status_batcher_key].submit(item)
-    except ItemFailed:
-        outcome = "slow"  # failed even alone: the code below answers as it always has
+    outcome = await request.config_dict[call_status_batcher_key].submit_or(item, failed="slow")
     if outcome == "unknown":
         log.info("status_for_unknown_call", call_sid=form["CallSid"], status=status)
     elif outcome == "slow":

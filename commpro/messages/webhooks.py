@@ -159,10 +159,7 @@ async def message_status(request: web.Request) -> web.Response:
     erase = request.config_dict[config_key].messages.erase_at_twilio and _is_final(status)
     item = {"messageId": str(message_id) if message_id else None, "sid": form["MessageSid"], "status": status,
             "rank": rank, "error": error_code, "errorMessage": form.get("ErrorMessage") or None, "erase": erase}
-    try:
-        outcome = await request.config_dict[message_status_batcher_key].submit(item)
-    except ItemFailed:
-        outcome = "slow"  # failed even alone: the code below answers as it always has
+    outcome = await request.config_dict[message_status_batcher_key].submit_or(item, failed="slow")
     if outcome == "unknown":
         log.info("status_for_unknown_message", message_sid=form["MessageSid"], status=status)
     elif outcome == "slow":
