@@ -8,6 +8,7 @@ a few lines over PyJWT itself, which is what aiohttp-jwt wraps.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from typing import Any
@@ -54,10 +55,23 @@ _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$
 
 def auth_for_path(path: str) -> str:
     """What a request to `path` of the service must carry: 'jwt', 'twilio-signature', 'none'..."""
+    # Asked twice per request (here and by the webhook guard), of a few paths that repeat: the
+    # patterns run once per path. Long paths are not kept, so no client fills the cache with
+    # kilobytes each.
+    return _auth_for_short_path(path) if len(path) <= _CACHED_PATH_LENGTH else _auth_for(path)
+
+
+_CACHED_PATH_LENGTH = 200
+
+
+def _auth_for(path: str) -> str:
     for pattern, kind in PUBLIC_PATTERNS:
         if pattern.match(path):
             return kind
     return "jwt"
+
+
+_auth_for_short_path = functools.lru_cache(maxsize=1024)(_auth_for)
 
 
 def decode_token(config: Config, token: str) -> dict[str, Any]:

@@ -130,6 +130,39 @@ class _UtcTimestamp:
 _utc_timestamp = _UtcTimestamp()
 
 
+class _AccessLine:
+    """The access line, once per request: in JSON it is written here, the same line structlog
+    would write (the same keys, redaction and timestamp), without its chain: the context
+    variables copied, the bound logger's level method, five processors, the renderer's call.
+    That chain was a tenth of a status callback's CPU; this is a third of it. The console format
+    (development) still goes through structlog."""
+
+    def __init__(self) -> None:
+        self.min_level = logging.INFO
+        self.direct = False
+        self._names = {logging.DEBUG: "debug", logging.INFO: "info"}
+
+    def configure(self, min_level: int, json: bool) -> None:
+        self.min_level, self.direct = min_level, json
+
+    def write(self, level: int, request_id: str, **fields: Any) -> None:
+        if not self.direct:
+            log.log(level, "request", **fields)
+            return
+        if level < self.min_level:
+            return
+        fields["event"] = "request"
+        fields["request_id"] = request_id
+        fields["level"] = self._names[level]
+        fields["logger"] = "commpro.access"
+        _utc_timestamp(None, "", fields)
+        _OUT.write(_json(redact(None, "", fields)) + "\n")
+        _OUT.flush()
+
+
+_access = _AccessLine()
+
+
 def configure_logging(level: str = "INFO", stream: TextIO | None = None, fmt: str = "json") -> None:
     """JSON lines (`fmt` "json") or a person's lines (`fmt` "console", coloured when `stream` is
     a terminal) on `stream` (stdout by default), for structlog and stdlib loggers alike.
@@ -140,6 +173,7 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None, fmt: st
     that runs the same redaction and renderer, so both kinds of line read the same.
     """
     out = _OUT.stream = stream or sys.stdout
+    _access.configure(logging.getLevelName(level.upper()), fmt == "json")
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -223,10 +257,10 @@ async def access_middleware(request: web.Request, handler) -> web.StreamResponse
         duration = time.perf_counter() - started
         metrics = request.config_dict.get(metrics_key)
         if metrics is not None:
-            metrics.requests.labels(method_label(request), route_label(request), str(status)).observe(duration)
-        log.log(
+            metrics.observe_request(method_label(request), route_label(request), status, duration)
+        _access.write(
             logging.DEBUG if _sandbox_internal(request) else logging.INFO,
-            "request",
+            request_id,
             method=request.method,
             route=resource.canonical if resource is not None else None,
             path=request.path,

@@ -74,6 +74,16 @@ class Metrics:
             ["batch"], registry=self.registry)
         self.live = _Live()
         self.registry.register(self.live)
+        # labels() validates and locks on every call; the series are bounded (method_label,
+        # route_label, a status code), so each request's is looked up once and kept.
+        self._request_series: dict[tuple[str, str, int], Histogram] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = self.requests.labels(method, route, str(status))
+        series.observe(seconds)
 
     def job_succeeded(self, name: str) -> None:
         self.live.last_success[name] = time.monotonic()

@@ -125,3 +125,32 @@ async def test_without_the_sandbox_no_header_lowers_a_request(start_service, log
     await service.client.get("/healthz", headers={"User-Agent": "TwilioProxy/1.1 (commpro sandbox)"})
     [line] = [r for r in logs.records() if r["event"] == "request"]
     assert line["level"] == "info"
+
+
+def test_the_access_line_written_directly_is_the_line_structlog_writes(logs):
+    """In JSON the access line skips structlog's chain (commpro.logs._AccessLine): the same keys,
+    values and redaction as the chain gives, and the same level threshold."""
+    import io
+    import json
+    import logging
+
+    import structlog
+
+    from commpro.logs import _access, configure_logging, log
+
+    fields = {"method": "POST", "route": "/webhook/sms/{to}", "path": "/webhook/sms/+33612345678", "status": 204,
+              "duration_ms": 1.5, "user": "alice", "remote": "127.0.0.1"}
+    out = io.StringIO()
+    configure_logging("INFO", out, "json")
+    try:
+        structlog.contextvars.bind_contextvars(request_id="r-9")
+        _access.write(logging.INFO, "r-9", **fields)
+        log.log(logging.INFO, "request", **fields)
+        _access.write(logging.DEBUG, "r-9", **fields)  # below INFO: not written
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+        configure_logging("DEBUG", logs)
+    direct, chained = (json.loads(line) for line in out.getvalue().splitlines())
+    assert direct.pop("timestamp") and chained.pop("timestamp")
+    assert direct == chained
+    assert direct["path"] == "/webhook/sms/+*******5678" and direct["level"] == "info"

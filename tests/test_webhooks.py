@@ -86,6 +86,25 @@ async def test_malformed_body_is_400(service, body):
     assert (await resp.json())["error"]["code"] == "bad_request"
 
 
+@pytest.mark.parametrize("where", ["value", "key", "raw"])
+async def test_a_signed_form_holding_nul_is_400(service, where):
+    """PostgreSQL's text cannot hold NUL: refused, whether it came %-escaped or raw."""
+    params = {**SMS, "Body": "a\x00b"} if where != "key" else {**SMS, "X\x00": "1"}
+    body = urlencode(params)
+    if where == "raw":
+        body = body.replace("%00", "\x00")
+    resp = await post(service, "/webhook/sms", params, service.sign("/webhook/sms", params), body=body)
+    assert resp.status == 400
+    assert "NUL" in (await resp.json())["error"]["message"]
+
+
+async def test_a_body_that_only_reads_like_an_escaped_nul_is_accepted(service):
+    params = {**SMS, "Body": "100%00 sure"}  # sent as 100%2500: no NUL once decoded
+    assert "%2500" in urlencode(params)
+    resp = await post(service, "/webhook/sms", params, service.sign("/webhook/sms", params))
+    assert resp.status == 200
+
+
 async def test_a_signature_over_the_url_with_its_default_port_is_accepted(start_service):
     """Twilio has signed URLs with the port written out: the twilio package's validate() allows
     for it, after the quicker check against the URL as requested."""
