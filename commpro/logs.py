@@ -226,7 +226,7 @@ _SANDBOX_AGENT = "(commpro sandbox)"
 def _sandbox_internal(request: web.Request) -> bool:
     """The sandbox talking to itself: the twilio client calling /_sandbox, the sandbox posting
     webhooks. Only where the sandbox runs, so no one hides a request elsewhere with a header."""
-    config = request.config_dict.get(config_key)
+    config = request.app.get(config_key)
     if config is None or not config.twilio.sandbox:
         return False
     return request.path.startswith("/_sandbox/") or _SANDBOX_AGENT in request.headers.get("User-Agent", "")
@@ -255,7 +255,9 @@ async def access_middleware(request: web.Request, handler) -> web.StreamResponse
     finally:
         resource = request.match_info.route.resource
         duration = time.perf_counter() - started
-        metrics = request.config_dict.get(metrics_key)
+        # The service's app (this middleware's: aiohttp sets request.app so inside it, for a
+        # sub-application's routes too); config_dict would build a chain of apps on each access.
+        metrics = request.app.get(metrics_key)
         if metrics is not None:
             metrics.observe_request(method_label(request), route_label(request), status, duration)
         _access.write(

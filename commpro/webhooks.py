@@ -42,7 +42,7 @@ INT32 = 2**31
 async def webhook_guard(request: web.Request, handler) -> web.StreamResponse:
     if auth_for_path(request.path) != "twilio-signature":
         return await handler(request)
-    config = request.config_dict[config_key]
+    config = request.app[config_key]  # this middleware's app, the service's (as in commpro.logs)
     limit = config.server.webhook_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"Webhook bodies are limited to {limit} bytes")
