@@ -8,12 +8,12 @@ One transaction per batch pays those once for every request waiting at that mome
 How: `submit(item)` queues the item and waits. A flusher task takes everything queued (up to
 `max_items`), runs `apply(conn, items)` in one transaction, and hands each request its result
 after the commit. While a batch runs, the next one gathers: under load batches grow, alone a
-request waits for nothing but its own statement. Up to `in_flight` batches run at once, each on
-a connection of its own, so that one batch's statement overlaps another's commit (the status
-callbacks run two: +20 % on a quiet machine, where the server was waiting on the database, not
-busy). Batches of one process, or of several, may thus run at once, so `apply` takes its row
-locks in a consistent order (the status functions: rows, then event counters, each sorted):
-they wait for each other, never deadlock.
+request waits for nothing but its own statement. Up to `in_flight` batches (1 by default) run
+at once, each on a connection of its own, so that one batch's statement may overlap another's
+commit; CommPro's batchers run one, because a batch's fixed cost in PostgreSQL's CPU outweighs
+the overlap (commpro/app.py). Batches of several processes may run at once all the same, so
+`apply` takes its row locks in a consistent order (the status functions: rows, then event
+counters, each sorted): they wait for each other, never deadlock.
 
 `one_statement`: `apply` runs a single statement, which PostgreSQL runs as a transaction of its
 own, committed before asyncpg returns its rows: no BEGIN and COMMIT round trips.
