@@ -12,6 +12,7 @@ the machine's two cores, so a server that needs less CPU per request leaves more
 
 from __future__ import annotations
 
+import asyncio
 import resource
 import statistics
 from dataclasses import dataclass
@@ -92,6 +93,16 @@ class Meter:
         result["cpu_us"] = {part: None if a is None else round((a - b) / max(requests, 1) * 1e6, 1)
                             for part, b, a in zip(CPU_PARTS, before, after, strict=True)}
         return result
+
+    async def idle(self, server: int, seconds: float) -> dict[str, float | None]:
+        """CPU milliseconds per second of the server and of PostgreSQL with no load (timers,
+        background loops): at S3's fixed 200/s this weighs on each request's share."""
+        proc = psutil.Process(server)
+        before = (tree_seconds(proc), self._pg())
+        await asyncio.sleep(seconds)
+        after = (tree_seconds(proc), self._pg())
+        return {part: None if a is None else round((a - b) / seconds * 1000, 1)
+                for part, b, a in zip(CPU_PARTS, before, after, strict=False)}
 
     def _pg(self) -> float | None:
         return None if self.postgres is None else tree_seconds(self.postgres)

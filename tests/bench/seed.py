@@ -8,6 +8,8 @@ contacts, one of them with a tenth) and a small one (10,000 of each), among othe
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +67,9 @@ class Fixtures:
 
 
 async def webhook_fixtures(conn: asyncpg.Connection, peer_schema: str, to_number: str, count: int, rounds: int,
-                           out: Path) -> Fixtures:
+                           memory_count: int, out: Path) -> Fixtures:
     """The number the load calls, and a slice of `count` fresh call SIDs and as many message SIDs
-    for each round, for the SQL ceiling and for the memory phase.
+    for each round and for the SQL ceiling, of `memory_count` for the memory phase.
 
     A load generator cycles its file from the first SID, and a status only moves forward: a
     second load over the same SIDs would find every call already there and change nothing. The
@@ -76,13 +78,13 @@ async def webhook_fixtures(conn: asyncpg.Connection, peer_schema: str, to_number
     contact = await conn.fetchval(SEED_CONTACT, USER, CALLER)
     await conn.execute(peer_schema)
 
-    async def one(name: str, prefix: str, salt: str, peer: bool) -> Sids:
+    async def one(name: str, prefix: str, salt: str, peer: bool, n: int = count) -> Sids:
         calls = [r["sid"] for r in await conn.fetch(SEED_CALLS, USER, number["id"], prefix, salt, to_number, CALLER,
-                                                    CALL_RANK["initiated"], count)]
+                                                    CALL_RANK["initiated"], n)]
         if peer:
             await conn.execute(PEER_CALLS, calls)
         messages = [r["sid"] for r in await conn.fetch(SEED_MESSAGES, USER, contact, number["id"], salt, to_number,
-                                                       CALLER, MESSAGE_RANK["queued"], count)]
+                                                       CALLER, MESSAGE_RANK["queued"], n)]
         sids = Sids(out / f"{name}-calls.txt", out / f"{name}-messages.txt")
         sids.calls.write_text("\n".join(calls) + "\n")
         sids.messages.write_text("\n".join(messages) + "\n")
@@ -90,7 +92,7 @@ async def webhook_fixtures(conn: asyncpg.Connection, peer_schema: str, to_number
 
     return Fixtures(rounds=[await one(f"round{r}", "CA", f"round{r}:", True) for r in range(rounds)],
                     ceiling=await one("ceiling", "CAc", "CAc", True),
-                    memory=await one("memory", "CA", "memory:", False))
+                    memory=await one("memory", "CA", "memory:", False, memory_count))
 
 
 LIST_CALLS_ROWS = """
@@ -128,11 +130,28 @@ WHERE schemaname = 'public' AND tablename = ANY($1::text[])
 """
 
 
-async def list_rows(conn: asyncpg.Connection) -> None:
-    """Calls, contacts, messages and conversations for the big and small users, and others' calls."""
+@asynccontextmanager
+async def secondary_indexes_dropped(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """Seed inside this: the secondary indexes of calls, messages and conversations are built
+    again after, then every table is vacuumed and analysed."""
     indexes = await conn.fetch(SECONDARY_INDEXES, ["calls", "messages", "conversations"])
     for index in indexes:
         await conn.execute(f'DROP INDEX "{index["indexname"]}"')
+    yield
+    async with conn.transaction():
+        await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        for index in indexes:
+            await conn.execute(index["indexdef"])
+    # Statistics and the visibility map, as autovacuum would leave them on a table this size
+    # (rather than autovacuum doing it during a round). peer_calls is the reference stack's.
+    for table in ("calls", "contacts", "messages", "conversations", "peer_calls"):
+        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+            await conn.execute(f"VACUUM ANALYZE {table}")
+
+
+async def list_rows(conn: asyncpg.Connection) -> None:
+    """Calls, contacts, messages and conversations for the big and small users, and others' calls
+    (inside secondary_indexes_dropped)."""
     for user, rows, contacts in ((BIG, ROWS, 10_000), (SMALL, SMALL_ROWS, 100)):
         await conn.execute(LIST_CALLS_ROWS, user, rows, SPAN_S)
         await conn.execute(LIST_CONTACTS, user, contacts)
@@ -140,10 +159,3 @@ async def list_rows(conn: asyncpg.Connection) -> None:
         await conn.execute(LIST_CONVERSATIONS_ROWS, user)
     for i in range(OTHER_USERS):
         await conn.execute(LIST_CALLS_ROWS, f"bench-other-{i}", OTHER_ROWS, SPAN_S)
-    async with conn.transaction():
-        await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
-        for index in indexes:
-            await conn.execute(index["indexdef"])
-    # Statistics and the visibility map, as autovacuum would leave them on a table this size.
-    for table in ("calls", "contacts", "messages", "conversations"):
-        await conn.execute(f"VACUUM ANALYZE {table}")
