@@ -116,6 +116,10 @@ async def main(report: dict) -> None:
         commpro, base = await stack.start_commpro(env)
         procs.append(commpro)
         shared_load = peer_dir / "status-load.js"
+        process = psutil.Process(commpro.pid)
+        # The server's RSS at each phase's end: where memory grows, if it does.
+        rss = report["rss_mb"]
+        rss["started"] = process.memory_info().rss / 2**20
         meter = rounds.Meter(rounds.Timing(DURATION, WARMUP, CONNS), await rounds.postmaster(database_url))
         samples: dict[str, list[dict]] = {name: [] for name in (REFERENCE, STATUS, SMS, MSGSTATUS, VOICE)}
 
@@ -127,9 +131,11 @@ async def main(report: dict) -> None:
             say(f"S3: inbound voice at 200/s, round {n + 1} of {S3_ROUNDS}")
             samples[VOICE].append(await meter.run(commpro.pid, stack.LOAD_JS, base, "voice", ("--rate", "200")))
         report["webhooks"] = webhook_rows(samples, {})
+        rss["S3"] = process.memory_info().rss / 2**20
         save(report)
         # Back to back within a round, the reference first: whatever else the machine does
-        # lands on both sides instead of on the stack whose rounds ran at that time.
+        # lands on both sides instead of on the stack whose rounds ran at that time. Both
+        # stacks post the round's call SIDs, each to its own table.
         for n, sids in enumerate(files.rounds):
             say(f"S1/S2 round {n + 1} of {ROUNDS}: reference status callbacks, then CommPro's status, SMS, "
                 "message status")
@@ -140,6 +146,7 @@ async def main(report: dict) -> None:
             samples[MSGSTATUS].append(await meter.run(commpro.pid, stack.LOAD_JS, base, "msgstatus",
                                                       ("--msids", str(sids.messages))))
             report["webhooks"] = webhook_rows(samples, {})
+            rss[f"round {n + 1}"] = process.memory_info().rss / 2**20
             save(report)
 
         say("SQL ceilings")
@@ -149,20 +156,22 @@ async def main(report: dict) -> None:
         peer_sql = ceiling.pgbench_tps(database_url, SIDS, CONNS, min(DURATION, 5), work)
         report["webhooks"] = webhook_rows(samples, {REFERENCE: peer_sql, STATUS: sql["status"], SMS: sql["sms"],
                                                     MSGSTATUS: sql["msgstatus"], VOICE: sql["voice"]})
+        rss["ceilings"] = process.memory_info().rss / 2**20
         save(report)
 
         say(f"S4/S5: lists, {lists.REQUESTS} requests per shape and size")
         tokens = {user: mint_token(config, user) for user in (seed.BIG, seed.SMALL)}
         report["lists"] = await lists.measure(base, database_url, tokens)
+        rss["lists"] = process.memory_info().rss / 2**20
         save(report)
 
         say(f"memory: {MEMORY_REQUESTS:,} mixed webhooks")
-        process = psutil.Process(commpro.pid)
         before = process.memory_info().rss
         mixed = await stack.load(stack.LOAD_JS, base, "mixed", duration=MEMORY_SECONDS, warmup=0, conns=CONNS,
                                  extra=("--requests", str(MEMORY_REQUESTS), "--sids", str(files.memory.calls),
                                         "--msids", str(files.memory.messages)))
         after = process.memory_info().rss
+        rss["memory"] = after / 2**20
         report["memory"] = {"requests": mixed["requests"], "rss_before_mb": before / 2**20,
                             "rss_after_mb": after / 2**20, "growth_mb": (after - before) / 2**20,
                             "codes": mixed["codes"]}
@@ -213,13 +222,15 @@ def table(report: dict) -> str:
     if m:
         out += ["", (f"Memory: RSS {m['rss_before_mb']:.1f} MB -> {m['rss_after_mb']:.1f} MB "
                     f"({m['growth_mb']:+.1f} MB) over {m['requests']:,} mixed webhooks; codes {m['codes']}.")]
+    if report.get("rss_mb"):
+        out.append("RSS after each phase, MB: " + ", ".join(f"{k} {v:.1f}" for k, v in report["rss_mb"].items()) + ".")
     out.append(f"Seeding took {report.get('seed_s')} s, of which {report.get('seed_webhooks_s')} s for the webhooks' SIDs.")
     return "\n".join(out)
 
 
 if __name__ == "__main__":
     result: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "webhooks": [],
-                    "lists": [], "memory": {}}
+                    "lists": [], "memory": {}, "rss_mb": {}}
     try:
         asyncio.run(main(result))
     finally:
