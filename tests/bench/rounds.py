@@ -121,8 +121,8 @@ def summary(scenario: str, samples: list[dict], reference: list[dict] | None) ->
            "cpu_us": {part: median([s["cpu_us"][part] for s in samples]) for part in CPU_PARTS}}
     if reference is not None:
         ratios = [s["rps"] / r["rps"] for s, r in zip(samples, reference, strict=False) if r["rps"]]
-        row |= {"vs_reference": median(ratios), "vs_reference_min": min(ratios, default=None),
-                "vs_reference_max": max(ratios, default=None)}
+        row |= {"vs_reference": median(ratios), "vs_reference_min": round(min(ratios), 2) if ratios else None,
+                "vs_reference_max": round(max(ratios), 2) if ratios else None}
     else:
         row |= {"vs_reference": None, "vs_reference_min": None, "vs_reference_max": None}
     codes: dict[str, int] = {}
