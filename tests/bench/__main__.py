@@ -3,12 +3,15 @@ PostgreSQL, with the same signed load; then lists at a million rows against ten 
 memory over many requests. One Markdown table out, the same as JSON in .commpro/bench/.
 
 S1 voice status callbacks, S2 inbound SMS and message status callbacks (closed loop, 32
-connections), S3 inbound voice at a fixed 200/s (open loop), each beside the SQL ceiling of its
-statements at the same concurrency; S4/S5 lists; RSS growth over BENCH_MEMORY_REQUESTS mixed
-webhooks. Knobs: BENCH_DURATION (s, default 10), BENCH_WARMUP (2), BENCH_ROWS (1,000,000),
-BENCH_LIST_REQUESTS (200), BENCH_MEMORY_REQUESTS (100,000) and BENCH_MEMORY_SECONDS (150, whichever
-comes first), DATABASE_URL (else embedded). Results are written as each phase ends, so an
-interrupted run still leaves what it measured.
+connections) in BENCH_ROUNDS rounds (5), each round the reference's status callbacks then
+CommPro's three, every round on SIDs no load has posted yet; S3 inbound voice at a fixed 200/s
+(open loop) in BENCH_S3_ROUNDS rounds (3). Medians over rounds, the ratio to the reference per
+round (median, min, max), CPU per request of the server, PostgreSQL and the load generator; each
+beside the SQL ceiling of its statements at the same concurrency; S4/S5 lists; RSS growth over
+BENCH_MEMORY_REQUESTS mixed webhooks. Knobs: BENCH_DURATION (s, default 10), BENCH_WARMUP (2),
+BENCH_ROWS (1,000,000), BENCH_LIST_REQUESTS (200), BENCH_MEMORY_REQUESTS (100,000) and
+BENCH_MEMORY_SECONDS (150, whichever comes first), DATABASE_URL (else embedded). Results are
+written as each phase ends, so an interrupted run still leaves what it measured.
 """
 
 from __future__ import annotations
@@ -30,16 +33,25 @@ from commpro.auth import mint_token
 from commpro.config import load_config
 from commpro.db import create_pool, migrate
 from commpro.logs import configure_logging
-from tests.bench import ceiling, lists, seed, stack
+from tests.bench import ceiling, lists, rounds, seed, stack
 
 DURATION = float(os.environ.get("BENCH_DURATION", "10"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "2"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+S3_ROUNDS = int(os.environ.get("BENCH_S3_ROUNDS", "3"))
 MEMORY_REQUESTS = int(os.environ.get("BENCH_MEMORY_REQUESTS", "100000"))
 # ... or as many as fit in this time: `make bench` stays bounded on a busy machine.
 MEMORY_SECONDS = float(os.environ.get("BENCH_MEMORY_SECONDS", "150"))
 CONNS = 32
-SIDS = 100_000  # more than a run posts, so every status callback moves a call forward
+IDLE_SECONDS = 5
+# SIDs per round: a status callback moves a call forward only the first time its SID comes (the
+# load cycles the file: ringing, then in-progress, completed), so a round must post fewer than
+# this: 100,000 is 8,000 rps over warm-up and timed part, longer runs get more.
+SIDS = max(100_000, int(8_000 * (DURATION + WARMUP)))
 RESULTS = stack.BUILD / "results.json"
+STATUS, SMS, MSGSTATUS = ("S1 CommPro, voice status callback", "S2 CommPro, inbound SMS",
+                          "S2 CommPro, message status callback")
+REFERENCE, VOICE = "Reference stack, voice status callback", "S3 CommPro, inbound voice at 200/s"
 
 
 def say(text: str) -> None:
@@ -59,6 +71,18 @@ def save(report: dict) -> None:
     RESULTS.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
 
 
+def webhook_rows(samples: dict[str, list[dict]], ceilings: dict[str, float | None]) -> list[dict]:
+    """The table's rows from the rounds so far: the reference, S1, S2 against the same rounds'
+    reference; S3 at its fixed rate against none."""
+    rows = []
+    for name in (REFERENCE, STATUS, SMS, MSGSTATUS, VOICE):
+        if samples[name]:
+            row = rounds.summary(name, samples[name], None if name == VOICE else samples[REFERENCE])
+            tps = ceilings.get(name)
+            rows.append(row | {"sql_ceiling_tps": tps, "of_ceiling": row["rps"] / tps if tps else None})
+    return rows
+
+
 async def main(report: dict) -> None:
     stack.pin_self(1)
     configure_logging("WARNING", sys.stderr)
@@ -75,12 +99,15 @@ async def main(report: dict) -> None:
         pool = await create_pool(database_url)
         async with pool.acquire() as conn:
             await migrate(conn)
-            say("seeding webhook fixtures")
-            files = await seed.webhook_fixtures(conn, (peer_dir / "schema.sql").read_text(), stack.TO_NUMBER, SIDS,
-                                                work)
-            say(f"seeding lists: {seed.ROWS:,} calls and messages, and {seed.SMALL_ROWS:,}")
             started = time.perf_counter()
-            await seed.list_rows(conn)
+            async with seed.secondary_indexes_dropped(conn):
+                say(f"seeding webhook fixtures: {ROUNDS} rounds of {SIDS:,} call and message SIDs")
+                # The memory phase's mixed load posts a quarter of its requests as each kind.
+                files = await seed.webhook_fixtures(conn, (peer_dir / "schema.sql").read_text(), stack.TO_NUMBER,
+                                                    SIDS, ROUNDS, MEMORY_REQUESTS // 4 + 1, work)
+                report["seed_webhooks_s"] = round(time.perf_counter() - started, 1)
+                say(f"seeding lists: {seed.ROWS:,} calls and messages, and {seed.SMALL_ROWS:,}")
+                await seed.list_rows(conn)
             report["seed_s"] = round(time.perf_counter() - started, 1)
         await pool.close()
 
@@ -89,50 +116,65 @@ async def main(report: dict) -> None:
         commpro, base = await stack.start_commpro(env)
         procs.append(commpro)
         shared_load = peer_dir / "status-load.js"
-        timing = {"duration": DURATION, "warmup": WARMUP, "conns": CONNS}
+        process = psutil.Process(commpro.pid)
+        # The server's RSS at each phase's end: where memory grows, if it does.
+        rss = report["rss_mb"]
+        rss["started"] = process.memory_info().rss / 2**20
+        meter = rounds.Meter(rounds.Timing(DURATION, WARMUP, CONNS), await rounds.postmaster(database_url))
+        samples: dict[str, list[dict]] = {name: [] for name in (REFERENCE, STATUS, SMS, MSGSTATUS, VOICE)}
 
-        # S3 first: the other scenarios leave thousands of price fetches due 30 s later (a
-        # background job each), whose work shares the server's core with the TwiML it times.
-        say("S3: inbound voice at 200/s")
-        s3 = await stack.load(stack.LOAD_JS, base, "voice", **timing, extra=("--rate", "200"))
-        say("S1: status callbacks, reference stack then CommPro")
-        ref = await stack.load(shared_load, peer_base, "status", **timing, extra=("--sids", str(files["calls"])))
-        s1 = await stack.load(shared_load, base, "status", **timing, extra=("--sids", str(files["calls"])))
-        say("S2: inbound SMS, message status callbacks")
-        s2 = await stack.load(shared_load, base, "sms", **timing)
-        s2b = await stack.load(stack.LOAD_JS, base, "msgstatus", **timing, extra=("--msids", str(files["messages"])))
+        # S3 first: after S2 it once had a p99 of 66 ms, from the price fetches each inbound SMS
+        # leaves due 30 s later (a background job each) on the server's core. Those now fall due
+        # after the run (stack.commpro_env); S3 still comes before any background work.
+        # At rest once the servers' first seconds are over (their pools' backends start, plan
+        # and cache their first statements then: PostgreSQL showed 100 ms/s in those).
+        await asyncio.sleep(IDLE_SECONDS)
+        report["idle_cpu_ms_per_s"] = await meter.idle(commpro.pid, IDLE_SECONDS)
+        for n in range(S3_ROUNDS):
+            say(f"S3: inbound voice at 200/s, round {n + 1} of {S3_ROUNDS}")
+            samples[VOICE].append(await meter.run(commpro.pid, stack.LOAD_JS, base, "voice", ("--rate", "200")))
+        report["webhooks"] = webhook_rows(samples, {})
+        rss["S3"] = process.memory_info().rss / 2**20
+        save(report)
+        # Back to back within a round, the reference first: whatever else the machine does
+        # lands on both sides instead of on the stack whose rounds ran at that time. Both
+        # stacks post the round's call SIDs, each to its own table.
+        for n, sids in enumerate(files.rounds):
+            say(f"S1/S2 round {n + 1} of {ROUNDS}: reference status callbacks, then CommPro's status, SMS, "
+                "message status")
+            calls = ("--sids", str(sids.calls))
+            samples[REFERENCE].append(await meter.run(peer.pid, shared_load, peer_base, "status", calls))
+            samples[STATUS].append(await meter.run(commpro.pid, shared_load, base, "status", calls))
+            samples[SMS].append(await meter.run(commpro.pid, shared_load, base, "sms"))
+            samples[MSGSTATUS].append(await meter.run(commpro.pid, stack.LOAD_JS, base, "msgstatus",
+                                                      ("--msids", str(sids.messages))))
+            report["webhooks"] = webhook_rows(samples, {})
+            rss[f"round {n + 1}"] = process.memory_info().rss / 2**20
+            save(report)
+
         say("SQL ceilings")
-        sids = files["ceiling_calls"].read_text().split()
-        msids = files["messages"].read_text().split()
+        sids = files.ceiling.calls.read_text().split()
+        msids = files.ceiling.messages.read_text().split()
         sql = await ceiling.asyncpg_tps(config, sids, msids, stack.TO_NUMBER, CONNS, min(DURATION, 5))
         peer_sql = ceiling.pgbench_tps(database_url, SIDS, CONNS, min(DURATION, 5), work)
-        for name, result, sql_tps in (
-            ("Reference stack, voice status callback", ref, peer_sql),
-            ("S1 CommPro, voice status callback", s1, sql["status"]),
-            ("S2 CommPro, inbound SMS", s2, sql["sms"]),
-            ("S2 CommPro, message status callback", s2b, sql["msgstatus"]),
-            ("S3 CommPro, inbound voice at 200/s", s3, sql["voice"]),
-        ):
-            # S3 runs at a fixed rate: its rps says nothing against the reference's closed loop.
-            fixed = result is s3
-            report["webhooks"].append({"scenario": name, **result,
-                                       "vs_reference": None if fixed else result["rps"] / ref["rps"],
-                                       "sql_ceiling_tps": sql_tps,
-                                       "of_ceiling": result["rps"] / sql_tps if sql_tps else None})
+        report["webhooks"] = webhook_rows(samples, {REFERENCE: peer_sql, STATUS: sql["status"], SMS: sql["sms"],
+                                                    MSGSTATUS: sql["msgstatus"], VOICE: sql["voice"]})
+        rss["ceilings"] = process.memory_info().rss / 2**20
         save(report)
 
         say(f"S4/S5: lists, {lists.REQUESTS} requests per shape and size")
         tokens = {user: mint_token(config, user) for user in (seed.BIG, seed.SMALL)}
         report["lists"] = await lists.measure(base, database_url, tokens)
+        rss["lists"] = process.memory_info().rss / 2**20
         save(report)
 
         say(f"memory: {MEMORY_REQUESTS:,} mixed webhooks")
-        process = psutil.Process(commpro.pid)
         before = process.memory_info().rss
         mixed = await stack.load(stack.LOAD_JS, base, "mixed", duration=MEMORY_SECONDS, warmup=0, conns=CONNS,
-                                 extra=("--requests", str(MEMORY_REQUESTS), "--sids", str(files["calls"]),
-                                        "--msids", str(files["messages"])))
+                                 extra=("--requests", str(MEMORY_REQUESTS), "--sids", str(files.memory.calls),
+                                        "--msids", str(files.memory.messages)))
         after = process.memory_info().rss
+        rss["memory"] = after / 2**20
         report["memory"] = {"requests": mixed["requests"], "rss_before_mb": before / 2**20,
                             "rss_after_mb": after / 2**20, "growth_mb": (after - before) / 2**20,
                             "codes": mixed["codes"]}
@@ -143,16 +185,36 @@ async def main(report: dict) -> None:
         await stack.drop_database(server_url, database_url)
 
 
+def ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def webhook_line(r: dict) -> str:
+    if r["vs_reference"] is None:
+        versus = "fixed rate"
+    else:
+        versus = f"{r['vs_reference']:.2f} ({r['vs_reference_min']:.2f}–{r['vs_reference_max']:.2f})"
+    cpu = " / ".join("n/a" if r["cpu_us"][part] is None else f"{r['cpu_us'][part]:,.0f}" for part in rounds.CPU_PARTS)
+    ceiling_tps = f"{r['sql_ceiling_tps']:,.0f}" if r["sql_ceiling_tps"] else "n/a"
+    of = f"{r['of_ceiling']:.2f}" if r["of_ceiling"] else "n/a"
+    return (f"| {r['scenario']} | {r['rounds']} | {r['rps']:,.0f} | {ms(r['p50_ms'])} | {ms(r['p99_ms'])} | {versus} "
+            f"| {cpu} | {ceiling_tps} | {of} |")
+
+
 def table(report: dict) -> str:
     out = [f"Measured {report['when']} on {report['machine']}.", "",
-           "| Webhooks (32 connections) | rps | p50 ms | p99 ms | × reference | SQL ceiling tps | of ceiling |",
-           "|---|---|---|---|---|---|---|"]
-    for r in report["webhooks"]:
-        ceiling_tps = f"{r['sql_ceiling_tps']:,.0f}" if r["sql_ceiling_tps"] else "n/a"
-        of = f"{r['of_ceiling']:.2f}" if r["of_ceiling"] else "n/a"
-        versus = f"{r['vs_reference']:.2f}" if r["vs_reference"] is not None else "fixed rate"
-        out.append(f"| {r['scenario']} | {r['rps']:,.0f} | {r['p50_ms']} | {r['p99_ms']} | {versus} "
-                   f"| {ceiling_tps} | {of} |")
+           ("| Webhooks (32 connections), median over rounds | rounds | rps | p50 ms | p99 ms "
+            "| × reference (min–max) | CPU µs/req server / PostgreSQL / load | SQL ceiling tps | of ceiling |"),
+           "|---|---|---|---|---|---|---|---|---|"]
+    out += [webhook_line(r) for r in report["webhooks"]]
+    failed = {r["scenario"]: {c: n for c, n in r["codes"].items() if not c.startswith("2")} for r in report["webhooks"]}
+    failed = {name: codes for name, codes in failed.items() if codes}
+    idle = report.get("idle_cpu_ms_per_s")
+    if idle:
+        out += ["", (f"At rest, before the loads: CommPro {ms(idle['server'])} ms of CPU per second, PostgreSQL "
+                     f"{ms(idle['postgres'])}: at S3's 200 requests a second, each ms/s adds 5 µs to a request's share.")]
+    if failed:
+        out += ["", f"Answers other than 2xx: {failed}."]
     out += ["", (f"| Lists, p50 / p95 ms ({seed.SMALL_ROWS:,} vs {seed.ROWS:,} rows) | 10k | 1M | ratio p50 "
                  "| SQL p50 10k / 1M | items 10k / 1M |"), "|---|---|---|---|---|---|"]
     for r in report["lists"]:
@@ -163,13 +225,15 @@ def table(report: dict) -> str:
     if m:
         out += ["", (f"Memory: RSS {m['rss_before_mb']:.1f} MB -> {m['rss_after_mb']:.1f} MB "
                     f"({m['growth_mb']:+.1f} MB) over {m['requests']:,} mixed webhooks; codes {m['codes']}.")]
-    out.append(f"Seeding took {report.get('seed_s')} s.")
+    if report.get("rss_mb"):
+        out.append("RSS after each phase, MB: " + ", ".join(f"{k} {v:.1f}" for k, v in report["rss_mb"].items()) + ".")
+    out.append(f"Seeding took {report.get('seed_s')} s, of which {report.get('seed_webhooks_s')} s for the webhooks' SIDs.")
     return "\n".join(out)
 
 
 if __name__ == "__main__":
     result: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "webhooks": [],
-                    "lists": [], "memory": {}}
+                    "lists": [], "memory": {}, "rss_mb": {}}
     try:
         asyncio.run(main(result))
     finally:

@@ -1,13 +1,17 @@
 """Rows for a bench run, made by PostgreSQL itself (generate_series): a million in seconds.
 
-Webhook scenarios get a number, calls and messages with the SIDs the load will post; list
-scenarios get a big user (BENCH_ROWS calls; BENCH_ROWS messages over 10,000 contacts, one of
-them with a tenth) and a small one (10,000 of each), among other users' rows.
+Webhook scenarios get a number, calls and messages with the SIDs the load will post (fresh ones
+for each round); list scenarios get a big user (BENCH_ROWS calls; BENCH_ROWS messages over 10,000
+contacts, one of them with a tenth) and a small one (10,000 of each), among other users' rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -26,10 +30,12 @@ OTHER_USERS, OTHER_ROWS = 10, int(os.environ.get("BENCH_OTHER_ROWS", "20000"))
 # small one, so that a day or 92 days hold the same share of each.
 SPAN_S = 365 * 86400
 
+# One slice of SIDs: `$3 || md5($4 || g)`, so that each slice's SIDs differ (the salt) and the
+# SQL ceiling's match what pgbench computes (prefix and salt 'CAc').
 SEED_CALLS = """
 INSERT INTO calls (user_id, phone_number_id, sid, direction, from_number, to_number, status, status_rank)
-SELECT $1, $2, $3 || md5($3 || g::text), 'outbound', $4, $5, 'initiated', $6
-FROM generate_series(1, $7) g
+SELECT $1, $2, $3 || md5($4 || g::text), 'outbound', $5, $6, 'initiated', $7
+FROM generate_series(1, $8) g
 RETURNING sid
 """
 PEER_CALLS = "INSERT INTO peer_calls (sid, status, status_rank) SELECT unnest($1::text[]), 'initiated', 0"
@@ -40,32 +46,54 @@ ON CONFLICT (user_id, phone_number) DO UPDATE SET updated_at = contacts.updated_
 SEED_MESSAGES = """
 INSERT INTO messages (user_id, contact_id, phone_number_id, sid, direction, from_number, to_number, status,
                       status_rank)
-SELECT $1, $2, $3, 'SM' || md5('bench' || g::text), 'outbound', $4, $5, 'queued', $6
-FROM generate_series(1, $7) g
+SELECT $1, $2, $3, 'SM' || md5($4 || g::text), 'outbound', $5, $6, 'queued', $7
+FROM generate_series(1, $8) g
 RETURNING sid
 """
 
 
-async def webhook_fixtures(conn: asyncpg.Connection, peer_schema: str, to_number: str, count: int,
-                           out: Path) -> dict[str, Path]:
-    """The number the load calls, `count` call SIDs for each stack and for the SQL ceiling, as
-    many message SIDs; the SID files the load generators read."""
+@dataclass(frozen=True)
+class Sids:
+    """Files of call SIDs and message SIDs (one a line) that no load has posted yet."""
+
+    calls: Path
+    messages: Path
+
+
+@dataclass(frozen=True)
+class Fixtures:
+    rounds: list[Sids]
+    ceiling: Sids
+    memory: Sids
+
+
+async def webhook_fixtures(conn: asyncpg.Connection, peer_schema: str, to_number: str, count: int, rounds: int,
+                           memory_count: int, out: Path) -> Fixtures:
+    """The number the load calls, and a slice of `count` fresh call SIDs and as many message SIDs
+    for each round and for the SQL ceiling, of `memory_count` for the memory phase.
+
+    A load generator cycles its file from the first SID, and a status only moves forward: a
+    second load over the same SIDs would find every call already there and change nothing. The
+    reference stack's table holds the same call SIDs (the rounds' and the ceiling's)."""
     number = await insert_number(conn, USER, to_number, identity=USER)
-    files = {}
-    for name, prefix in (("calls", "CA"), ("ceiling_calls", "CAc")):
-        sids = [r["sid"] for r in await conn.fetch(SEED_CALLS, USER, number["id"], prefix, to_number, CALLER,
-                                                   CALL_RANK["initiated"], count)]
-        # The reference stack's table holds the same SIDs: the load's, and its SQL ceiling's.
-        await conn.execute(peer_schema)
-        await conn.execute(PEER_CALLS, sids)
-        files[name] = out / f"{name}.txt"
-        files[name].write_text("\n".join(sids) + "\n")
     contact = await conn.fetchval(SEED_CONTACT, USER, CALLER)
-    sids = [r["sid"] for r in await conn.fetch(SEED_MESSAGES, USER, contact, number["id"], to_number, CALLER,
-                                               MESSAGE_RANK["queued"], count)]
-    files["messages"] = out / "messages.txt"
-    files["messages"].write_text("\n".join(sids) + "\n")
-    return files
+    await conn.execute(peer_schema)
+
+    async def one(name: str, prefix: str, salt: str, peer: bool, n: int = count) -> Sids:
+        calls = [r["sid"] for r in await conn.fetch(SEED_CALLS, USER, number["id"], prefix, salt, to_number, CALLER,
+                                                    CALL_RANK["initiated"], n)]
+        if peer:
+            await conn.execute(PEER_CALLS, calls)
+        messages = [r["sid"] for r in await conn.fetch(SEED_MESSAGES, USER, contact, number["id"], salt, to_number,
+                                                       CALLER, MESSAGE_RANK["queued"], n)]
+        sids = Sids(out / f"{name}-calls.txt", out / f"{name}-messages.txt")
+        sids.calls.write_text("\n".join(calls) + "\n")
+        sids.messages.write_text("\n".join(messages) + "\n")
+        return sids
+
+    return Fixtures(rounds=[await one(f"round{r}", "CA", f"round{r}:", True) for r in range(rounds)],
+                    ceiling=await one("ceiling", "CAc", "CAc", True),
+                    memory=await one("memory", "CA", "memory:", False, memory_count))
 
 
 LIST_CALLS_ROWS = """
@@ -103,11 +131,31 @@ WHERE schemaname = 'public' AND tablename = ANY($1::text[])
 """
 
 
-async def list_rows(conn: asyncpg.Connection) -> None:
-    """Calls, contacts, messages and conversations for the big and small users, and others' calls."""
+@asynccontextmanager
+async def secondary_indexes_dropped(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """Seed inside this: the secondary indexes of calls, messages and conversations are built
+    again after, then every table is vacuumed and analysed."""
     indexes = await conn.fetch(SECONDARY_INDEXES, ["calls", "messages", "conversations"])
     for index in indexes:
         await conn.execute(f'DROP INDEX "{index["indexname"]}"')
+    yield
+    async with conn.transaction():
+        await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        for index in indexes:
+            await conn.execute(index["indexdef"])
+    # Statistics and the visibility map, as autovacuum would leave them on a table this size
+    # (rather than autovacuum doing it during a round). peer_calls is the reference stack's.
+    for table in ("calls", "contacts", "messages", "conversations", "peer_calls"):
+        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+            await conn.execute(f"VACUUM ANALYZE {table}")
+    # The seeding's dirty pages written out now, not by the checkpointer during the first loads.
+    with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+        await conn.execute("CHECKPOINT")
+
+
+async def list_rows(conn: asyncpg.Connection) -> None:
+    """Calls, contacts, messages and conversations for the big and small users, and others' calls
+    (inside secondary_indexes_dropped)."""
     for user, rows, contacts in ((BIG, ROWS, 10_000), (SMALL, SMALL_ROWS, 100)):
         await conn.execute(LIST_CALLS_ROWS, user, rows, SPAN_S)
         await conn.execute(LIST_CONTACTS, user, contacts)
@@ -115,10 +163,3 @@ async def list_rows(conn: asyncpg.Connection) -> None:
         await conn.execute(LIST_CONVERSATIONS_ROWS, user)
     for i in range(OTHER_USERS):
         await conn.execute(LIST_CALLS_ROWS, f"bench-other-{i}", OTHER_ROWS, SPAN_S)
-    async with conn.transaction():
-        await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
-        for index in indexes:
-            await conn.execute(index["indexdef"])
-    # Statistics and the visibility map, as autovacuum would leave them on a table this size.
-    for table in ("calls", "contacts", "messages", "conversations"):
-        await conn.execute(f"VACUUM ANALYZE {table}")
