@@ -95,12 +95,12 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.cleanup_ctx.append(jobs_ctx)
     # After the pool's: on shutdown each batcher applies what it holds before the pool closes.
     # Each applies its batch in one statement (sql/0012), its own transaction, one batch at a
-    # time: a batch costs PostgreSQL a fixed millisecond or so of CPU (the function's
-    # statements, the commit) beside a few tens of µs per item, so fewer, larger batches cost
-    # less. Two at a time made batches of about 9 under the bench's load instead of 13, and a
-    # second batch for the same user only waited on the first's event counter anyway; one at a
-    # time went from 1.10x to 1.38x the reference (S1) and from 0.42x to 0.97x (inbound SMS),
-    # in paired rounds on the same machine.
+    # time: a batch costs PostgreSQL a fixed half millisecond or so of CPU (the function's
+    # statements, the commit) beside about 75 µs per item, so fewer, larger batches cost less.
+    # Two at a time made batches of about 9 under the bench's load instead of 13, and a second
+    # batch for the same user only waited on the first's event counter anyway; one at a time
+    # went from 1.10x to 1.38x the reference (S1) and from 0.42x to 0.97x (inbound SMS), in
+    # paired rounds on the same (busy) machine.
     app.cleanup_ctx.append(batcher_ctx(call_status_batcher_key, "call-status", call_webhooks.status_batch,
                                        one_statement=True))
     app.cleanup_ctx.append(batcher_ctx(message_status_batcher_key, "message-status", message_webhooks.status_batch,

@@ -134,8 +134,9 @@ class _AccessLine:
     """The access line, once per request: in JSON it is written here, the same line structlog
     would write (the same keys, redaction and timestamp), without its chain: the context
     variables copied, the bound logger's level method, five processors, the renderer's call.
-    That chain was a tenth of a status callback's CPU; this is a third of it. The console format
-    (development) still goes through structlog."""
+    The chain took about 13 µs a line, this about 6. The console format (development) still
+    goes through structlog. Only the request id is bound as a context variable (below), so it
+    is the only one added here."""
 
     def __init__(self) -> None:
         self.min_level = logging.INFO
