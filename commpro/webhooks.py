@@ -77,7 +77,7 @@ async def webhook_guard(request: web.Request, handler) -> web.StreamResponse:
             scheme=scheme,
         )
         # Labelled by route template: a label per raw path would let anyone add series at will.
-        request.config_dict[metrics_key].signature_rejections.labels(route_label(request)).inc()
+        request.app[metrics_key].signature_rejections.labels(route_label(request)).inc()
         raise Forbidden("Invalid Twilio signature")
     # Only "\x00" or "%00" decodes to NUL: the fields are searched only when the text has one.
     if ("\x00" in text or "%00" in text) and any("\x00" in key or "\x00" in value for key, value in form.items()):
