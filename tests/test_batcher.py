@@ -8,12 +8,14 @@ import asyncio
 import random
 import uuid
 
+import asyncpg
 import orjson
 import pytest
 
 from commpro.appkeys import metrics_key
 from commpro.batcher import Batcher, ItemFailed
 from commpro.calls.store import STATUS_RANK as CALL_RANK
+from commpro.db import create_pool
 from commpro.messages.store import STATUS_RANK as MESSAGE_RANK
 from tests.conftest import WAIT_S, create_database, new_user
 from tests.test_messages import inbound
@@ -357,6 +359,69 @@ async def test_batches_in_flight_at_once_are_bounded(service, probe_table, in_fl
     assert await started.get() == [f"late{i}" for i in range(4)]  # one batch, once a slot was free
     assert [await s for s in submitted] == [f"early{i}" for i in range(in_flight)] + [f"late{i}" for i in range(4)]
     assert await service.pool.fetchval(f"SELECT count(*) FROM {probe_table}") == in_flight + 4
+
+
+async def test_a_committed_batch_sends_the_next_before_answering_its_own(service):
+    """The batch that committed starts the next batch before its requests are answered: the next
+    statement is on its way to PostgreSQL while this process writes the answers."""
+    order: list[tuple[str, object]] = []
+    first_running, release = asyncio.Event(), asyncio.Event()
+
+    async def apply(conn, items):
+        order.append(("applied", list(items)))
+        if items == ["first"]:
+            first_running.set()
+            await release.wait()
+        return list(items)
+
+    async def request(item):
+        order.append(("answered", await batcher.submit(item)))
+
+    # Connections open beforehand: the next batch's must not wait for a connect. One statement
+    # (as CommPro's batchers): no BEGIN round trip before `apply`.
+    pool = await create_pool(service.config.database.url, min_size=2, max_size=2)
+    batcher = Batcher("probe", pool, apply, one_statement=True)
+    batcher.start()
+    try:
+        first = asyncio.ensure_future(request("first"))
+        await asyncio.wait_for(first_running.wait(), WAIT_S)
+        second = asyncio.ensure_future(request("second"))
+        await asyncio.sleep(0)  # one turn: the second request is queued behind the first batch
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, second), WAIT_S)
+    finally:
+        await batcher.close()
+        await pool.close()
+    assert order == [("applied", ["first"]), ("applied", ["second"]), ("answered", "first"), ("answered", "second")]
+
+
+async def test_a_batch_whose_connection_fails_to_go_back_is_answered_once(service, logs):
+    """Committed and answered, then the connection's release fails (asyncpg closes it): the
+    requests keep their answers and nothing runs again."""
+    applied: list[list[str]] = []
+    resets = 0
+
+    async def failing_reset(conn):
+        nonlocal resets
+        resets += 1
+        if resets == 1:
+            raise ConnectionResetError("the connection went while it was given back")
+
+    async def apply(conn, items):
+        applied.append(list(items))
+        return [f"ok:{item}" for item in items]
+
+    pool = await asyncpg.create_pool(service.config.database.url, min_size=1, max_size=2, reset=failing_reset)
+    batcher = Batcher("probe", pool, apply)
+    batcher.start()
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(i) for i in "ab")), WAIT_S)
+        assert await batcher.submit("c") == "ok:c"  # the pool goes on with a new connection
+    finally:
+        await batcher.close()
+        await pool.close()
+    assert results == ["ok:a", "ok:b"] and applied == [["a", "b"], ["c"]]
+    assert [r["event"] for r in logs.records() if r.get("batch") == "probe"] == ["batch_release_failed"]
 
 
 async def test_a_bug_in_a_batch_fails_its_requests_instead_of_leaving_them_waiting(service, logs):
