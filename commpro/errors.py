@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import structlog
 from aiohttp import web
 
@@ -114,6 +115,20 @@ class DatabaseUnavailable(ServiceUnavailable):
         super().__init__(details={"retryAfterSec": RETRY_AFTER_S}, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
+class TransactionConflict(ServiceUnavailable):
+    code, message = "transaction_conflict", "A concurrent change got in the way: retry shortly"
+
+    def __init__(self) -> None:
+        super().__init__(details={"retryAfterSec": CONFLICT_RETRY_AFTER_S},
+                         headers={"Retry-After": str(CONFLICT_RETRY_AFTER_S)})
+
+
+# A deadlock or a serialization failure: PostgreSQL rolled the transaction back whole, and the
+# same request a second later usually succeeds. Not the client's fault, nor a bug to trace.
+_CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+CONFLICT_RETRY_AFTER_S = 1
+
+
 class GatewayTimeout(AppError):
     status, code, message = 504, "upstream_timeout", "The upstream service did not answer in time"
 
@@ -165,6 +180,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
             unavailable = DatabaseUnavailable()
             return error_response(unavailable.status, unavailable.code, unavailable.message, unavailable.details,
                                   unavailable.headers)
+        if isinstance(exc, _CONFLICTS):
+            log.warning("transaction_conflict", error=type(exc).__name__, request_id=request.get(request_id_key))
+            conflict = TransactionConflict()
+            return error_response(conflict.status, conflict.code, conflict.message, conflict.details, conflict.headers)
         # Logged with its traceback; the client learns nothing but the request id.
         log.exception("unhandled_error", request_id=request.get(request_id_key))
         return error_response(500, "internal", "Internal server error",

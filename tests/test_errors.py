@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 from aiohttp import web
 
+from commpro.appkeys import pool_key
 from commpro.errors import Conflict, TooManyRequests, ValidationError
 
 
@@ -76,3 +80,44 @@ async def test_request_id_is_generated_or_echoed(service):
     # Not an id we would echo into logs: replaced.
     resp = await service.client.get("/healthz", headers={"X-Request-ID": "x" * 300})
     assert resp.headers["X-Request-ID"] != "x" * 300
+
+
+def deadlock_route(table: str):
+    """A route whose two transactions lock two rows in opposite orders: PostgreSQL rolls one back
+    with a real deadlock error, which the handler lets through."""
+
+    def hook(app: web.Application) -> None:
+        async def deadlock(request):
+            pool = request.app[pool_key]
+
+            async def lock(first: int, second: int, mine: asyncio.Event, theirs: asyncio.Event) -> None:
+                async with pool.acquire() as conn, conn.transaction():
+                    await conn.execute("SET LOCAL deadlock_timeout = '50ms'")
+                    await conn.execute(f"SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE", first)
+                    mine.set()
+                    await theirs.wait()
+                    await conn.execute(f"SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE", second)
+
+            a, b = asyncio.Event(), asyncio.Event()
+            results = await asyncio.gather(lock(1, 2, a, b), lock(2, 1, b, a), return_exceptions=True)
+            [failure] = [r for r in results if isinstance(r, BaseException)]
+            raise failure
+
+        app.router.add_post("/api/test/deadlock", deadlock)
+
+    return hook
+
+
+async def test_a_deadlock_is_a_retryable_503_not_a_500(start_service, logs):
+    table = "deadlock_probe_" + uuid.uuid4().hex[:12]
+    service = await start_service(app_hook=deadlock_route(table))
+    await service.pool.execute(f"CREATE TABLE {table} (id int PRIMARY KEY); INSERT INTO {table} VALUES (1), (2)")
+    try:
+        resp = await service.client.post("/api/test/deadlock", headers={**service.auth(), "X-Request-ID": "req-dl"})
+    finally:
+        await service.pool.execute(f"DROP TABLE {table}")
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+    error = assert_shape(await resp.json())
+    assert error["code"] == "transaction_conflict" and error["details"] == {"retryAfterSec": 1}
+    assert [r["event"] for r in logs.records() if r.get("request_id") == "req-dl" and r["level"] != "info"] == [
+        "transaction_conflict"]
