@@ -90,6 +90,9 @@ async def main(report: dict) -> None:
     say("building the reference stack")
     peer_dir = stack.build_peer()
     server_url = stack.database_server_url()
+    stale = await stack.drop_stale_databases(server_url)
+    if stale:
+        say(f"dropped {len(stale)} bench databases that killed runs left behind")
     database_url = await stack.fresh_database(server_url)
     procs = []
     try:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -59,16 +60,48 @@ def database_server_url() -> str:
     return embedded_database_url(BUILD / "pg", database="postgres")
 
 
+BENCH_PREFIX = "commpro_bench_"
+
+
 async def fresh_database(server_url: str) -> str:
     from tests.conftest import create_database
 
-    return await create_database(server_url, prefix="commpro_bench_")
+    return await create_database(server_url, prefix=BENCH_PREFIX)
+
+
+STALE_DATABASES = """
+SELECT d.datname FROM pg_database d
+WHERE d.datname LIKE 'commpro\\_bench\\_%' AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid)
+ORDER BY d.datname
+"""
+
+
+async def drop_stale_databases(server_url: str) -> list[str]:
+    """Drop the bench databases nobody is connected to: a run that was killed leaves its own
+    (a few GB each after the seeding). One in use, by a run going on, is left alone."""
+    conn = await asyncpg.connect(server_url)
+    dropped = []
+    try:
+        for name in [r["datname"] for r in await conn.fetch(STALE_DATABASES)]:
+            try:
+                await conn.execute(f'DROP DATABASE "{name}"')  # no FORCE: a run that just connected keeps it
+            except asyncpg.ObjectInUseError:
+                continue
+            dropped.append(name)
+    finally:
+        await conn.close()
+    return dropped
+
+
+def database_name(url: str) -> str:
+    """The database of a URL (its path; the query may hold a socket directory with slashes)."""
+    return urlsplit(url).path.lstrip("/")
 
 
 async def drop_database(server_url: str, url: str) -> None:
     conn = await asyncpg.connect(server_url)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1].split("?")[0]}" WITH (FORCE)')
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
     finally:
         await conn.close()
 

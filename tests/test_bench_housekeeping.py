@@ -1,0 +1,42 @@
+"""`make bench`'s housekeeping on its PostgreSQL server: what killed runs leave is dropped at the
+next start, and a database some run is still connected to is not."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from tests.bench import stack
+from tests.conftest import create_database
+
+
+async def _names(server_url: str) -> set[str]:
+    conn = await asyncpg.connect(server_url)
+    try:
+        return {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
+    finally:
+        await conn.close()
+
+
+async def test_stale_bench_databases_are_dropped_and_one_in_use_is_kept(pg_server_url):
+    left = await create_database(pg_server_url, prefix=stack.BENCH_PREFIX)
+    in_use = await create_database(pg_server_url, prefix=stack.BENCH_PREFIX)
+    other = await create_database(pg_server_url, prefix="commproXbenchX")  # `_` is literal, not LIKE's any
+    running = await asyncpg.connect(in_use)
+    try:
+        dropped = await stack.drop_stale_databases(pg_server_url)
+        names = await _names(pg_server_url)
+    finally:
+        await running.close()
+    name = stack.database_name
+    assert name(left) in dropped and name(left) not in names
+    assert name(in_use) in names and name(in_use) not in dropped
+    assert name(other) in names
+    await stack.drop_database(pg_server_url, in_use)
+    await stack.drop_database(pg_server_url, other)
+
+
+async def test_a_bench_database_is_dropped_by_its_url(pg_server_url):
+    """The embedded server's URLs carry a socket directory in their query: the name is the path."""
+    url = await create_database(pg_server_url, prefix=stack.BENCH_PREFIX)
+    await stack.drop_database(pg_server_url, url)
+    assert stack.database_name(url) not in await _names(pg_server_url)
