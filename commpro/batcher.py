@@ -10,8 +10,9 @@ everything queued (up to `max_items`), runs `apply(conn, items)` in one transact
 each request its result after the commit. While a batch runs, the next one gathers: under load
 batches grow, alone a request waits for nothing but its own statement. Up to `in_flight`
 batches (1 by default) run at once, each on a connection of its own, so that one batch's
-statement may overlap another's commit; CommPro's batchers run one, because a batch's fixed
-cost in PostgreSQL's CPU outweighs the overlap (commpro/app.py).
+statement may overlap another's commit; while one runs, another starts only once `overlap_at`
+items wait (1 by default), so that batches stay large: a batch's fixed cost in PostgreSQL's CPU
+outweighs the overlap of small ones (commpro/app.py).
 
 A batch that committed starts the next one before it answers its own requests: the next
 batch's task runs first, sending its statement, and this process writes the answers while
@@ -63,7 +64,8 @@ class ItemFailed(Exception):
 
 class Batcher(Generic[Item, Result]):
     def __init__(self, name: str, pool: asyncpg.Pool, apply: Apply, *, max_items: int = 256,
-                 one_statement: bool = False, in_flight: int = 1, metrics: Meters | None = None) -> None:
+                 one_statement: bool = False, in_flight: int = 1, overlap_at: int = 1,
+                 metrics: Meters | None = None) -> None:
         self.name = name
         self._metrics = metrics
         self._pool = pool
@@ -72,6 +74,7 @@ class Batcher(Generic[Item, Result]):
         self._one_statement = one_statement
         self._queued: list[tuple[Item, asyncio.Future[Result]]] = []
         self._in_flight = in_flight
+        self._overlap_at = overlap_at
         self._slots_taken = 0
         self._running: set[asyncio.Task] = set()
         self._start_scheduled = False
@@ -113,6 +116,8 @@ class Batcher(Generic[Item, Result]):
         """Start a batch of what is queued for each free slot; what queues meanwhile joins the next."""
         self._start_scheduled = False
         while self._queued and self._slots_taken < self._in_flight:
+            if self._slots_taken and len(self._queued) < self._overlap_at:
+                break  # what waits joins the batch after the running one, unless that many wait
             batch, self._queued = self._queued[:self._max_items], self._queued[self._max_items:]
             self._slots_taken += 1
             task = asyncio.create_task(self._flush_in_slot(batch), name=f"batch:{self.name}")

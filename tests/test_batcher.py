@@ -361,6 +361,37 @@ async def test_batches_in_flight_at_once_are_bounded(service, probe_table, in_fl
     assert await service.pool.fetchval(f"SELECT count(*) FROM {probe_table}") == in_flight + 4
 
 
+async def test_a_second_batch_starts_beside_a_held_one_only_once_overlap_at_items_wait(service):
+    """With `overlap_at`, what comes while a batch runs waits for it, unless that many items wait:
+    then they run beside it, and a batch held up (here on an event; in life a slow commit or a
+    row lock) no longer holds everything up."""
+    started, release = asyncio.Queue(), asyncio.Event()
+
+    async def apply(conn, items):
+        started.put_nowait(list(items))
+        if items == ["held"]:
+            await release.wait()
+        return list(items)
+
+    batcher = Batcher("probe", service.pool, apply, one_statement=True, in_flight=2, overlap_at=3)
+    batcher.start()
+    held = asyncio.ensure_future(batcher.submit("held"))
+    try:
+        assert await asyncio.wait_for(started.get(), WAIT_S) == ["held"]
+        waiting = [asyncio.ensure_future(batcher.submit(f"w{i}")) for i in range(2)]
+        for _ in range(50):  # loop turns enough for another batch to start, were it to
+            await asyncio.sleep(0)
+        assert started.empty()
+        waiting.append(asyncio.ensure_future(batcher.submit("w2")))
+        assert await asyncio.wait_for(started.get(), WAIT_S) == ["w0", "w1", "w2"]
+        assert await asyncio.wait_for(asyncio.gather(*waiting), WAIT_S) == ["w0", "w1", "w2"]
+        assert not held.done()  # answered while the first batch is still held
+    finally:
+        release.set()
+        await batcher.close()
+    assert await held == "held"
+
+
 async def test_a_committed_batch_sends_the_next_before_answering_its_own(service):
     """The batch that committed starts the next batch before its requests are answered: the next
     statement is on its way to PostgreSQL while this process writes the answers."""
