@@ -95,7 +95,7 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     app.cleanup_ctx.append(jobs_ctx)
     # After the pool's: on shutdown each batcher applies what it holds before the pool closes.
     # Each applies its batch in one statement (sql/0012), its own transaction, one batch at a
-    # time unless a full batch waits: a batch costs PostgreSQL a fixed half millisecond or so of
+    # time unless 16 webhooks wait: a batch costs PostgreSQL a fixed half millisecond or so of
     # CPU (the function's statements, the commit) beside about 75 µs per item, so fewer, larger
     # batches cost less. Two at a time always made batches of about 9 under the bench's load
     # instead of 13, and a second batch for the same user only waited on the first's event
@@ -104,14 +104,17 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     # A second batch once 16 wait: a batch held up (a slow commit, a row lock behind an API
     # transaction) no longer holds up every webhook of its kind. Under S1 it seldom starts;
     # in 10 paired rounds on a busy machine it gave 1.28x the reference against 1.16x, p99 37 ms
-    # against 89, the same PostgreSQL CPU per callback; no change for inbound SMS.
+    # against 89, the same PostgreSQL CPU per callback. Connections: a batch that committed
+    # gives its own back after starting the next, so a batcher holds up to in_flight + 1 of the
+    # pool for a moment; inbound SMS (no gain measured from the second batch) keeps one at a
+    # time: at most 3 + 3 + 2 of database.pool_max's 10 in a storm of all three kinds.
     batches = {"one_statement": True, "in_flight": 2, "overlap_at": 16}
     app.cleanup_ctx.append(batcher_ctx(call_status_batcher_key, "call-status", call_webhooks.status_batch, **batches))
     app.cleanup_ctx.append(batcher_ctx(message_status_batcher_key, "message-status", message_webhooks.status_batch,
                                        **batches))
     # Inbound messages too (sql/0013), rows in one order and the event counters last.
     app.cleanup_ctx.append(batcher_ctx(inbound_sms_batcher_key, "inbound-sms", message_webhooks.inbound_batch,
-                                       **batches))
+                                       one_statement=True))
     app.add_routes(ops.routes)
     app.add_routes(console_routes.routes)
     app.add_routes(openapi.routes)

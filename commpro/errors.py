@@ -181,7 +181,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
             return error_response(unavailable.status, unavailable.code, unavailable.message, unavailable.details,
                                   unavailable.headers)
         if isinstance(exc, _CONFLICTS):
-            log.warning("transaction_conflict", error=type(exc).__name__, request_id=request.get(request_id_key))
+            # Where, and PostgreSQL's detail (the processes and lock types, no values): a deadlock
+            # that recurs says a lock order is broken somewhere.
+            log.warning("transaction_conflict", error=type(exc).__name__, path=request.path,
+                        detail=getattr(exc, "detail", None), request_id=request.get(request_id_key))
             conflict = TransactionConflict()
             return error_response(conflict.status, conflict.code, conflict.message, conflict.details, conflict.headers)
         # Logged with its traceback; the client learns nothing but the request id.

@@ -361,17 +361,24 @@ async def test_batches_in_flight_at_once_are_bounded(service, probe_table, in_fl
     assert await service.pool.fetchval(f"SELECT count(*) FROM {probe_table}") == in_flight + 4
 
 
-async def test_a_second_batch_starts_beside_a_held_one_only_once_overlap_at_items_wait(service):
-    """With `overlap_at`, what comes while a batch runs waits for it, unless that many items wait:
-    then they run beside it, and a batch held up (here on an event; in life a slow commit or a
-    row lock) no longer holds everything up."""
-    started, release = asyncio.Queue(), asyncio.Event()
+def holding_apply(started: asyncio.Queue, release: asyncio.Event):
+    """An apply that reports each batch it gets, and holds the batch ["held"] until `release`."""
 
     async def apply(conn, items):
         started.put_nowait(list(items))
         if items == ["held"]:
             await release.wait()
         return list(items)
+
+    return apply
+
+
+async def test_a_second_batch_starts_beside_a_held_one_only_once_overlap_at_items_wait(service):
+    """With `overlap_at`, what comes while a batch runs waits for it, unless that many items wait:
+    then they run beside it, and a batch held up (here on an event; in life a slow commit or a
+    row lock) no longer holds everything up."""
+    started, release = asyncio.Queue(), asyncio.Event()
+    apply = holding_apply(started, release)
 
     batcher = Batcher("probe", service.pool, apply, one_statement=True, in_flight=2, overlap_at=3)
     batcher.start()
@@ -390,6 +397,29 @@ async def test_a_second_batch_starts_beside_a_held_one_only_once_overlap_at_item
         release.set()
         await batcher.close()
     assert await held == "held"
+
+
+async def test_a_cancelled_batch_fails_its_requests_and_the_next_batch_runs(service):
+    """A batch's task cancelled (a shutdown's timeout) answers its requests with ItemFailed, whose
+    handlers then do the work alone, rather than leaving them waiting; what is queued still runs."""
+    started, release = asyncio.Queue(), asyncio.Event()
+    apply = holding_apply(started, release)
+
+    batcher = Batcher("probe", service.pool, apply, one_statement=True)
+    batcher.start()
+    try:
+        held = asyncio.ensure_future(batcher.submit("held"))
+        assert await asyncio.wait_for(started.get(), WAIT_S) == ["held"]
+        queued = asyncio.ensure_future(batcher.submit("queued"))
+        await asyncio.sleep(0)  # one turn: queued behind the held batch
+        [task] = batcher._running  # the batch's task, as a cancellation at shutdown finds it
+        task.cancel()
+        with pytest.raises(ItemFailed):
+            await asyncio.wait_for(held, WAIT_S)
+        assert await asyncio.wait_for(queued, WAIT_S) == "queued"
+    finally:
+        release.set()
+        await batcher.close()
 
 
 async def test_a_committed_batch_sends_the_next_before_answering_its_own(service):
@@ -447,7 +477,7 @@ async def test_a_batch_whose_connection_fails_to_go_back_is_answered_once(servic
     batcher.start()
     try:
         results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(i) for i in "ab")), WAIT_S)
-        assert await batcher.submit("c") == "ok:c"  # the pool goes on with a new connection
+        assert await asyncio.wait_for(batcher.submit("c"), WAIT_S) == "ok:c"  # the pool goes on, connecting anew
     finally:
         await batcher.close()
         await pool.close()

@@ -27,16 +27,17 @@ async def test_stale_bench_databases_are_dropped_and_one_in_use_is_kept(pg_serve
         names = await _names(pg_server_url)
     finally:
         await running.close()
+        for url in (left, in_use, other):
+            await stack.drop_database(pg_server_url, url)
     name = stack.database_name
     assert name(left) in dropped and name(left) not in names
     assert name(in_use) in names and name(in_use) not in dropped
     assert name(other) in names
-    await stack.drop_database(pg_server_url, in_use)
-    await stack.drop_database(pg_server_url, other)
 
 
 async def test_a_bench_database_is_dropped_by_its_url(pg_server_url):
     """The embedded server's URLs carry a socket directory in their query: the name is the path."""
+    assert stack.database_name("postgresql://postgres:@/commpro_bench_x?host=/a/b/pgdata") == "commpro_bench_x"
     url = await create_database(pg_server_url, prefix=stack.BENCH_PREFIX)
     await stack.drop_database(pg_server_url, url)
     assert stack.database_name(url) not in await _names(pg_server_url)

@@ -25,6 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import orjson
 import psutil
 from aiohttp.test_utils import unused_port
@@ -94,6 +95,8 @@ async def main(report: dict) -> None:
     if stale:
         say(f"dropped {len(stale)} bench databases that killed runs left behind")
     database_url = await stack.fresh_database(server_url)
+    # Connected for the whole run: another run's start drops only bench databases nobody is on.
+    keeper = await asyncpg.connect(database_url)
     procs = []
     try:
         port = unused_port()
@@ -185,6 +188,7 @@ async def main(report: dict) -> None:
     finally:
         for proc in procs:
             stack.stop(proc)
+        await keeper.close()
         await stack.drop_database(server_url, database_url)
 
 
