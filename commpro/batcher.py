@@ -130,8 +130,8 @@ class Batcher(Generic[Item, Result]):
 
     def _batch_ended(self, batch: list[tuple[Item, asyncio.Future[Result]]], slot: _Slot,
                      task: asyncio.Task) -> None:
-        # Whatever ended the task (cancelled, even before its first step): no request of its
-        # batch waits for ever, and its slot goes to the next batch. Normally both are done.
+        # However the task ended (a bug, cancelled, even before its first step): no request of
+        # its batch waits for ever, and its slot goes to the next batch. Normally both are done.
         self._running.discard(task)
         _fail(batch, f"{self.name}: batch ended unanswered")
         slot.free()
@@ -139,11 +139,8 @@ class Batcher(Generic[Item, Result]):
     async def _flush_in_slot(self, batch: list[tuple[Item, asyncio.Future[Result]]], slot: _Slot) -> None:
         try:
             await self._flush(batch, slot.free)
-        except Exception:  # a bug here must not leave its requests waiting forever
+        except Exception:  # a bug: its requests are failed as the task ends (_batch_ended)
             log.exception("batch_crashed", batch=self.name, size=len(batch))
-            _fail(batch, f"{self.name}: crashed")
-        finally:
-            slot.free()
 
     async def _run(self, items: list[Item],
                    committed: Callable[[list[Result]], None] | None = None) -> list[Result]:
@@ -186,9 +183,7 @@ class Batcher(Generic[Item, Result]):
             if is_outage(exc):
                 # The database is out of reach: running each item alone would only wait for it
                 # as many times. Each request answers its own way (a 503).
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(ItemFailed(f"{self.name}: {type(exc).__name__}"))
+                _fail(batch, f"{self.name}: {type(exc).__name__}")
                 return
             if len(batch) > 1:
                 log.warning("batch_failed", batch=self.name, size=len(batch), error=type(exc).__name__)

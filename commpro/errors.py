@@ -96,8 +96,12 @@ class TooManyRequests(AppError):
     status, code, message = 429, "rate_limited", "Too many requests"
 
     def __init__(self, retry_after_s: int, message: str | None = None) -> None:
-        super().__init__(message, details={"retryAfterSec": retry_after_s},
-                         headers={"Retry-After": str(retry_after_s)})
+        super().__init__(message, **_retry_after(retry_after_s))
+
+
+def _retry_after(seconds: int) -> dict[str, Any]:
+    """An error's details and headers that say when to try again."""
+    return {"details": {"retryAfterSec": seconds}, "headers": {"Retry-After": str(seconds)}}
 
 
 class BadGateway(AppError):
@@ -112,15 +116,14 @@ class DatabaseUnavailable(ServiceUnavailable):
     code, message = "database_unavailable", "The database is unavailable: retry shortly"
 
     def __init__(self) -> None:
-        super().__init__(details={"retryAfterSec": RETRY_AFTER_S}, headers={"Retry-After": str(RETRY_AFTER_S)})
+        super().__init__(**_retry_after(RETRY_AFTER_S))
 
 
 class TransactionConflict(ServiceUnavailable):
     code, message = "transaction_conflict", "A concurrent change got in the way: retry shortly"
 
     def __init__(self) -> None:
-        super().__init__(details={"retryAfterSec": CONFLICT_RETRY_AFTER_S},
-                         headers={"Retry-After": str(CONFLICT_RETRY_AFTER_S)})
+        super().__init__(**_retry_after(CONFLICT_RETRY_AFTER_S))
 
 
 # A deadlock or a serialization failure: PostgreSQL rolled the transaction back whole, and the
@@ -153,6 +156,10 @@ def error_response(status: int, code: str, message: str, details: Any = None,
     return web.json_response(body, status=status, headers=headers, dumps=_dumps)
 
 
+def _render(exc: AppError) -> web.Response:
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
 def _dumps(obj: Any) -> str:
     import orjson
 
@@ -164,7 +171,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except AppError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        return _render(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects and the like pass through untouched
@@ -177,16 +184,13 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
             health = request.config_dict.get(db_health_key)
             if health is not None:
                 health.suspect(exc)
-            unavailable = DatabaseUnavailable()
-            return error_response(unavailable.status, unavailable.code, unavailable.message, unavailable.details,
-                                  unavailable.headers)
+            return _render(DatabaseUnavailable())
         if isinstance(exc, _CONFLICTS):
             # Where, and PostgreSQL's detail (the processes and lock types, no values): a deadlock
             # that recurs says a lock order is broken somewhere.
             log.warning("transaction_conflict", error=type(exc).__name__, path=request.path,
                         detail=getattr(exc, "detail", None), request_id=request.get(request_id_key))
-            conflict = TransactionConflict()
-            return error_response(conflict.status, conflict.code, conflict.message, conflict.details, conflict.headers)
+            return _render(TransactionConflict())
         # Logged with its traceback; the client learns nothing but the request id.
         log.exception("unhandled_error", request_id=request.get(request_id_key))
         return error_response(500, "internal", "Internal server error",

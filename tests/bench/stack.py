@@ -69,9 +69,10 @@ async def fresh_database(server_url: str) -> str:
     return await create_database(server_url, prefix=BENCH_PREFIX)
 
 
+# $1: the prefix as a LIKE pattern (its `_` escaped).
 STALE_DATABASES = """
 SELECT d.datname FROM pg_database d
-WHERE d.datname LIKE 'commpro\\_bench\\_%' AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid)
+WHERE d.datname LIKE $1 AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid)
 ORDER BY d.datname
 """
 
@@ -82,7 +83,7 @@ async def drop_stale_databases(server_url: str) -> list[str]:
     conn = await asyncpg.connect(server_url)
     dropped = []
     try:
-        for name in [r["datname"] for r in await conn.fetch(STALE_DATABASES)]:
+        for name in [r["datname"] for r in await conn.fetch(STALE_DATABASES, BENCH_PREFIX.replace("_", "\\_") + "%")]:
             try:
                 await conn.execute(f'DROP DATABASE "{name}"')  # no FORCE: a run that just connected keeps it
             except asyncpg.ObjectInUseError:
