@@ -79,6 +79,39 @@ async def test_every_filter_combination_gives_the_right_rows_in_order(service):
             assert [c["id"] for c in body["calls"]] == [str(r["id"]) for r in expected], query
 
 
+LIVE = [("outbound", "initiated", 30), ("inbound", "ringing", 31), ("outbound", "in-progress", 32),
+        ("outbound", "unconfirmed", 33)]
+SEED_ANY = """
+INSERT INTO calls (user_id, direction, from_number, to_number, status, status_rank, created_at)
+SELECT $1, d, '+15005550006', '+447911123456', s, r, $2::timestamptz + make_interval(days => n)
+FROM unnest($3::text[], $4::text[], $5::int[], $6::int[]) AS c(d, s, r, n)
+RETURNING id, status
+"""
+
+
+async def test_the_status_filter_finds_live_and_ended_calls_and_follows_a_call_that_ends(service):
+    """Ended calls are found by list_status (sql/0014), live ones among the user's live calls."""
+    user = new_user()
+    d, s, n = zip(*ROWS, *LIVE, strict=True)
+    ranks = [store.STATUS_RANK.get(status, 0) for status in s]
+    async with service.pool.acquire() as conn:
+        rows = await conn.fetch(SEED_ANY, user, T0, list(d), list(s), ranks, list(n))
+    ids_by_status = {status: {str(r["id"]) for r in rows if r["status"] == status} for status in store.STATUSES}
+
+    async def listed(status: str) -> set[str]:
+        code, body = await get_list(service, user, status=status, limit=100)
+        assert code == 200, body
+        return {c["id"] for c in body["calls"]}
+
+    for status in store.STATUSES:
+        assert await listed(status) == ids_by_status[status], status
+    ringing = next(iter(ids_by_status["ringing"]))
+    async with service.pool.acquire() as conn:
+        assert await store.apply_status(conn, uuid.UUID(ringing), "busy", 0, 0, None, answers=False)
+    assert await listed("ringing") == set()
+    assert await listed("busy") == ids_by_status["busy"] | {ringing}
+
+
 async def test_a_deep_offset_is_refused_with_the_way_to_page_further(service):
     user = new_user()
     rows = await seed(service, user)
@@ -119,6 +152,16 @@ async def test_generic_plans_keep_the_cursor_in_the_index_scan(service):
     text, index_cond = await generic_index_cond(service, query, [new_user(), *args, 50])
     assert "calls_user_created_idx" in text
     assert "created_at" in index_cond and "$" in index_cond
+
+
+async def test_a_generic_plan_finds_a_status_by_its_index(service):
+    """A status filter is an index bound (calls_user_list_status_idx), not a filter over the
+    user's calls, under the generic plan too."""
+    filters, args = store.and_filters(store.LIST_CALLS_FILTERS, {"status": ("live", "ringing")}, first=2)
+    query = store.LIST_CALLS.format(filters=filters, limit=f"${len(args) + 2}")
+    text, index_cond = await generic_index_cond(service, query, [new_user(), *args, 50])
+    assert "calls_user_list_status_idx" in text
+    assert "list_status" in index_cond and "$2" in index_cond
 
 
 async def test_a_threads_deep_page_keeps_its_cursor_in_the_index_scan(service):

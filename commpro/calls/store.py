@@ -249,11 +249,17 @@ async def get_call(conn: asyncpg.Connection, user_id: str, call_id: uuid.UUID) -
     return await conn.fetchrow(GET_CALL, user_id, call_id)
 
 
+def list_status(status: str) -> str:
+    """calls.list_status (sql/0014) of a call in `status`: the status once it has ended, else 'live'."""
+    return status if STATUS_RANK.get(status) == TERMINAL_RANK else "live"
+
+
 # The filters present pick the statement (see commpro.sqlparts): each combination keeps its
 # bounds in the index scan, even under the generic plan PostgreSQL caches after a few runs.
+# A status is looked up by `list_status` (calls_user_list_status_idx, sql/0014), then checked.
 LIST_CALLS_FILTERS = {
     "direction": "direction = {}",
-    "status": "status = {}",
+    "status": "list_status = {} AND status = {}",
     "since": "created_at >= {}",
     "until": "created_at < {}",
     "before": "(created_at, id) < ({}, {})",
@@ -281,7 +287,8 @@ async def list_calls(conn: asyncpg.Connection, user_id: str, *, direction: str |
                      since: datetime | None, until: datetime | None, before: tuple[datetime, uuid.UUID] | None,
                      limit: int, offset: int) -> list[asyncpg.Record]:
     filters, args = and_filters(LIST_CALLS_FILTERS, {
-        "direction": direction, "status": status, "since": since, "until": until, "before": before,
+        "direction": direction, "status": None if status is None else (list_status(status), status),
+        "since": since, "until": until, "before": before,
     }, first=2)
     n = len(args) + 2
     if offset:
