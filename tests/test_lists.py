@@ -81,9 +81,11 @@ async def test_every_filter_combination_gives_the_right_rows_in_order(service):
 
 LIVE = [("outbound", "initiated", 30), ("inbound", "ringing", 31), ("outbound", "in-progress", 32),
         ("outbound", "unconfirmed", 33)]
+# With SIDs: the sweep of unconfirmed calls (tests/test_nothing_twice.py) leaves them alone.
 SEED_ANY = """
-INSERT INTO calls (user_id, direction, from_number, to_number, status, status_rank, created_at)
-SELECT $1, d, '+15005550006', '+447911123456', s, r, $2::timestamptz + make_interval(days => n)
+INSERT INTO calls (user_id, sid, direction, from_number, to_number, status, status_rank, created_at)
+SELECT $1, 'CA' || md5(random()::text), d, '+15005550006', '+447911123456', s, r,
+       $2::timestamptz + make_interval(days => n)
 FROM unnest($3::text[], $4::text[], $5::int[], $6::int[]) AS c(d, s, r, n)
 RETURNING id, status
 """
