@@ -16,7 +16,7 @@ from aiohttp import web
 from commpro.appkeys import config_key, keyring_key, pool_key, twilio_key
 from commpro.errors import AppError, NotFound
 from commpro.jobs import Backoff, GiveUp, Job, Kind, Retry
-from commpro.messages import erasure_store, store
+from commpro.messages import erasure_store, media_store
 from commpro.messages.content import AVAILABLE, open_content, reading_key, seal
 from commpro.settings import Config
 from commpro.signing import checked_id, signed_url
@@ -48,7 +48,7 @@ async def signed_media(request: web.Request) -> web.Response:
     """What Twilio fetches for an outbound MMS: public, but only through a valid signed URL."""
     media_uuid = checked_id(request, request.config_dict[config_key], MEDIA_URL, "media")
     async with request.config_dict[pool_key].acquire() as conn:
-        row = await store.get_media_by_id(conn, media_uuid)
+        row = await media_store.get_media_by_id(conn, media_uuid)
         if row is None or row["is_link"] or row["fetch_state"] != "done":
             raise NotFound()
         key = await reading_key(request.config_dict[keyring_key], conn, row["user_id"])
@@ -72,7 +72,7 @@ async def fetch_media(app: web.Application, job: Job) -> None:
     config, pool, gateway = app[config_key], app[pool_key], app[twilio_key]
     media_id = uuid.UUID(job.key)
     async with pool.acquire() as conn:
-        row = await store.get_pending_media(conn, media_id)
+        row = await media_store.get_pending_media(conn, media_id)
     if row is None:  # fetched already, or gone with its message
         return
     try:
@@ -81,14 +81,14 @@ async def fetch_media(app: web.Application, job: Job) -> None:
         refused = isinstance(exc, _Refused)
         error = str(exc) if refused else exc.message
         async with pool.acquire() as conn, conn.transaction():
-            await store.media_fetch_failed(conn, media_id, error, final=refused)
+            await media_store.media_fetch_failed(conn, media_id, error, final=refused)
             if refused and config.messages.erase_at_twilio:  # the message's other media may be stored
                 await erasure_store.enqueue_if_stored(conn, row["message_id"])
         raise (GiveUp if refused else Retry)(error) from None
     async with pool.acquire() as conn, conn.transaction():
         key = await app[keyring_key].data_key(conn, row["user_id"], create=True)
         sealed = seal(key, "media", row["user_id"], row["id"], data)
-        await store.store_fetched_media(conn, row["id"], sealed, len(data), content_type)
+        await media_store.store_fetched_media(conn, row["id"], sealed, len(data), content_type)
         if config.messages.erase_at_twilio:
             await erasure_store.enqueue_if_stored(conn, row["message_id"])
 
@@ -119,7 +119,7 @@ def media_fetch(config: Config) -> Kind:
                       max_attempts=config.messages.fetch_attempts)
 
     async def gave_up(conn, job: Job, reason: str) -> None:
-        message_id = await store.media_gave_up(conn, uuid.UUID(job.key))
+        message_id = await media_store.media_gave_up(conn, uuid.UUID(job.key))
         if message_id is not None and config.messages.erase_at_twilio:
             # The rest of the message at Twilio may be erased now (this file stays: the only copy).
             await erasure_store.enqueue_if_stored(conn, message_id)

@@ -23,7 +23,7 @@ from commpro.errors import (
 )
 from commpro.guards import Bind, Create, Replay, idempotent
 from commpro.keys import DataKey
-from commpro.messages import service, store
+from commpro.messages import media_store, service, store
 from commpro.messages.content import open_content, reading_key
 from commpro.messages.media import media_response, sniff
 from commpro.messages.sms import estimate
@@ -210,7 +210,7 @@ async def get_conversation(request: web.Request) -> web.Response:
         if contact is None:
             raise NotFound("No such conversation")
         rows = await store.list_messages(conn, user, contact_id, before, limit)
-        media_rows = await store.list_media(conn, user, [r["id"] for r in rows])
+        media_rows = await media_store.list_media(conn, user, [r["id"] for r in rows])
         key = await reading_key(request.config_dict[keyring_key], conn, user)
     media: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for m in media_rows:
@@ -249,7 +249,7 @@ async def message_media(request: web.Request) -> web.Response:
     message_id, media_id = parse_uuid(request.match_info["id"]), parse_uuid(request.match_info["mediaId"])
     user = user_id(request)
     async with request.config_dict[pool_key].acquire() as conn:
-        row = await store.get_media(conn, user, message_id, media_id)
+        row = await media_store.get_media(conn, user, message_id, media_id)
         if row is None or row["is_link"]:
             raise NotFound("No such media")
         key = await reading_key(request.config_dict[keyring_key], conn, user)

@@ -22,7 +22,7 @@ from commpro.calls.twiml import webhook_url
 from commpro.errors import AppError, Conflict, Forbidden, NotFound
 from commpro.events import store as events
 from commpro.guards import Bind, spend
-from commpro.messages import store
+from commpro.messages import media_store, store
 from commpro.messages.content import seal
 from commpro.messages.media import signed_media_url
 from commpro.messages.sms import encoding_and_segments, twilio_count
@@ -75,11 +75,11 @@ async def send_message(state: Mapping, user: str, from_number: str, to_number: s
         await store.insert_outbound(conn, message_id, user, contact["id"], number["id"], from_number, to_number,
                                     sealed, encoding, len(uploads) + len(links))
         for position, (media_id, (data, content_type)) in enumerate(zip(media_ids, uploads, strict=True)):
-            await store.insert_media(conn, media_id, message_id, user, content_type, len(data),
+            await media_store.insert_media(conn, media_id, message_id, user, content_type, len(data),
                                      seal(key, "media", user, media_id, data), is_link=False, position=position)
         for position, link in enumerate(links):
             link_id = uuid.uuid4()
-            await store.insert_media(conn, link_id, message_id, user, None, None,
+            await media_store.insert_media(conn, link_id, message_id, user, None, None,
                                      seal(key, "media", user, link_id, link.encode()), is_link=True, position=position)
         await bind(conn, message_id)
     gateway = state[twilio_key]
