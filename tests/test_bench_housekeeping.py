@@ -1,11 +1,13 @@
 """`make bench`'s housekeeping on its PostgreSQL server: what killed runs leave is dropped at the
-next start, and a database some run is still connected to is not."""
+next start, and a database some run is still connected to is not; the disk probe beside S3."""
 
 from __future__ import annotations
 
+import os
+
 import asyncpg
 
-from tests.bench import stack
+from tests.bench import disk, stack
 from tests.conftest import create_database
 
 
@@ -41,3 +43,19 @@ async def test_a_bench_database_is_dropped_by_its_url(pg_server_url):
     url = await create_database(pg_server_url, prefix=stack.BENCH_PREFIX)
     await stack.drop_database(pg_server_url, url)
     assert stack.database_name(url) not in await _names(pg_server_url)
+
+
+async def test_the_disk_probe_times_fdatasyncs_beside_the_data_and_leaves_no_file(pg_server_url, tmp_path):
+    """S3's report carries the disk's fdatasync tail (tests/bench/disk.py): the embedded server's
+    data directory is found, the probe samples until its block ends, and removes its file."""
+    directory = await disk.data_directory(pg_server_url, tmp_path)
+    if "DATABASE_URL" in os.environ:  # a server elsewhere: its directory, if this machine has it
+        assert directory == tmp_path or (directory / "PG_VERSION").is_file()
+    else:  # the embedded server this run started
+        assert (directory / "PG_VERSION").is_file()
+    with disk.FsyncProbe(tmp_path, interval_s=0.001) as probe:
+        assert probe.wait_for(5, timeout=30)
+    summary = probe.summary()
+    assert summary["samples"] >= 5 and 0 <= summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+    assert summary["over_10ms"] == sum(1 for v in probe.latencies_ms if v > disk.SLOW_MS)
+    assert list(tmp_path.iterdir()) == []

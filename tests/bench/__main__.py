@@ -34,7 +34,7 @@ from commpro.auth import mint_token
 from commpro.config import load_config
 from commpro.db import create_pool, migrate
 from commpro.logs import configure_logging
-from tests.bench import ceiling, lists, rounds, seed, stack
+from tests.bench import ceiling, disk, lists, rounds, seed, stack
 
 DURATION = float(os.environ.get("BENCH_DURATION", "10"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "2"))
@@ -136,9 +136,11 @@ async def main(report: dict) -> None:
         # and cache their first statements then: PostgreSQL showed 100 ms/s in those).
         await asyncio.sleep(IDLE_SECONDS)
         report["idle_cpu_ms_per_s"] = await meter.idle(commpro.pid, IDLE_SECONDS)
-        for n in range(S3_ROUNDS):
-            say(f"S3: inbound voice at 200/s, round {n + 1} of {S3_ROUNDS}")
-            samples[VOICE].append(await meter.run(commpro.pid, stack.LOAD_JS, base, "voice", ("--rate", "200")))
+        with disk.FsyncProbe(await disk.data_directory(database_url, work)) as probe:
+            for n in range(S3_ROUNDS):
+                say(f"S3: inbound voice at 200/s, round {n + 1} of {S3_ROUNDS}")
+                samples[VOICE].append(await meter.run(commpro.pid, stack.LOAD_JS, base, "voice", ("--rate", "200")))
+        report["s3_fsync"] = probe.summary()
         report["webhooks"] = webhook_rows(samples, {})
         rss["S3"] = process.memory_info().rss / 2**20
         save(report)
@@ -220,6 +222,13 @@ def table(report: dict) -> str:
     if idle:
         out += ["", (f"At rest, before the loads: CommPro {ms(idle['server'])} ms of CPU per second, PostgreSQL "
                      f"{ms(idle['postgres'])}: at S3's 200 requests a second, each ms/s adds 5 µs to a request's share.")]
+    fsync = report.get("s3_fsync")
+    if fsync and fsync["samples"]:
+        out += ["", (f"The disk during S3: an 8 KiB write's fdatasync beside PostgreSQL's data, every 50 ms "
+                     f"({fsync['samples']:,} of them), took p50 {fsync['p50_ms']:.2f} ms, p99 {fsync['p99_ms']:.2f} ms, "
+                     f"max {fsync['max_ms']:.1f} ms ({fsync['over_10ms']} over {disk.SLOW_MS:.0f} ms). Each S3 call "
+                     "commits before its TwiML goes back, one user's commits one after another: a stall there is "
+                     "in S3's p99.")]
     if failed:
         out += ["", f"Answers other than 2xx: {failed}."]
     out += ["", (f"| Lists, p50 / p95 ms ({seed.SMALL_ROWS:,} vs {seed.ROWS:,} rows) | 10k | 1M | ratio p50 "
