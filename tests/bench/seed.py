@@ -143,12 +143,16 @@ async def secondary_indexes_dropped(conn: asyncpg.Connection) -> AsyncIterator[N
         await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
         for index in indexes:
             await conn.execute(index["indexdef"])
-    # Statistics and the visibility map, as autovacuum would leave them on a table this size
-    # (rather than autovacuum doing it during a round). peer_calls is the reference stack's.
-    for table in ("calls", "contacts", "messages", "conversations", "peer_calls"):
+    await settle(conn)
+
+
+async def settle(conn: asyncpg.Connection) -> None:
+    """Statistics and the visibility map, as autovacuum would leave them on tables this size,
+    and the dirty pages written out: done now rather than by autovacuum and the checkpointer
+    during the next phase's measurements. peer_calls is the reference stack's."""
+    for table in ("calls", "contacts", "messages", "conversations", "events", "jobs", "peer_calls"):
         if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
             await conn.execute(f"VACUUM ANALYZE {table}")
-    # The seeding's dirty pages written out now, not by the checkpointer during the first loads.
     with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
         await conn.execute("CHECKPOINT")
 
