@@ -89,8 +89,14 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout_s=config.database.connect_timeout_s, command_timeout_s=config.database.command_timeout_s,
     )
     try:
-        async with pool.acquire() as conn:
+        # Migrations on a connection of their own, without the pool's command timeout (a bound
+        # for requests): a table rewrite at a million rows, or another replica's migrations
+        # holding the lock, takes longer, and start-up would fail the same way on every restart.
+        conn = await asyncpg.connect(dsn, timeout=config.database.connect_timeout_s)
+        try:
             await migrate(conn)
+        finally:
+            await conn.close()
         app[pool_key] = pool
         if metrics_key in app:
             app[metrics_key].live.pool = pool

@@ -8,8 +8,8 @@ import shutil
 import asyncpg
 import pytest
 
-from commpro.db import MIGRATIONS_DIR, MigrationError, load_migrations, mask_dsn, migrate
-from tests.conftest import PYTHON, REPO, python_env
+from commpro.db import MIGRATION_LOCK_ID, MIGRATIONS_DIR, MigrationError, load_migrations, mask_dsn, migrate
+from tests.conftest import PYTHON, REPO, WAIT_S, python_env
 
 TABLES = {"phone_numbers", "calls", "contacts", "messages", "message_media", "conversations", "user_keys"}
 
@@ -83,3 +83,36 @@ async def test_two_processes_migrating_at_once_apply_each_file_once(empty_databa
 def test_mask_dsn_hides_the_password():
     assert mask_dsn("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x"
     assert mask_dsn("postgresql://postgres:@/postgres?host=/tmp/s") == "postgresql://postgres:***@/postgres?host=/tmp/s"
+
+
+# The service's migration waiting on the lock for longer than its command timeout (0.2 s) allows.
+WAITED_ON_LOCK = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'SELECT pg_advisory_lock%'
+  AND now() - query_start > interval '1 second'
+"""
+
+
+async def test_start_up_waits_for_migrations_longer_than_a_requests_command_timeout(start_service,
+                                                                                 empty_database_url):
+    """A migration may take longer than a request may (a table rewrite; another replica's
+    migrations holding the lock): start-up waits for it rather than failing on command_timeout_s."""
+    holder = await asyncpg.connect(empty_database_url)
+    starting = None
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+        starting = asyncio.ensure_future(start_service(DATABASE_URL=empty_database_url,
+                                                       COMMPRO_DATABASE_COMMAND_TIMEOUT_S="0.2"))
+
+        async def waited() -> None:
+            while not await holder.fetchval(WAITED_ON_LOCK):
+                assert not starting.done(), starting.exception()
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(waited(), WAIT_S)
+    finally:
+        await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+        await holder.close()
+    service = await asyncio.wait_for(starting, WAIT_S)
+    async with service.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(load_migrations())
