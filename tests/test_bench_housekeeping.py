@@ -3,6 +3,7 @@ next start, and a database some run is still connected to is not; the disk probe
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import asyncpg
@@ -54,7 +55,7 @@ async def test_the_disk_probe_times_fdatasyncs_beside_the_data_and_leaves_no_fil
     else:  # the embedded server this run started
         assert (directory / "PG_VERSION").is_file()
     with disk.FsyncProbe(tmp_path, interval_s=0.001) as probe:
-        assert probe.wait_for(5, timeout=30)
+        assert await asyncio.to_thread(probe.wait_for, 5, 30)
     summary = probe.summary()
     assert summary["samples"] >= 5 and 0 <= summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
     assert summary["over_10ms"] == sum(1 for v in probe.latencies_ms if v > disk.SLOW_MS)

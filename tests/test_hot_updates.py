@@ -1,7 +1,8 @@
 """Status callbacks rewrite their row in place (PostgreSQL's HOT updates, sql/0014): no index of
-calls holds a column a callback before the end changes, and the room a page keeps for updates
-takes the new versions, so ringing and in-progress write no index entry. The list's status filter, which used to be one of those indexes, still finds
-live and ended calls (tests/test_lists.py)."""
+calls holds a column a callback before the end changes (but for the dialled leg's first, which
+records dial_sid once), and the room a page keeps for updates takes the new versions, so ringing
+and in-progress write no index entry. The list's status filter, which used to be one of those
+indexes, still finds live and ended calls (tests/test_lists.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum > 0
       OR pg_get_expr(i.indpred, i.indrelid) ~ ('\\m' || a.attname || '\\M'))
 WHERE i.indrelid = $1::regclass
 """
-# What a status callback before the end writes (call_status_callbacks, sql/0012).
+# What a status callback before the end writes (call_status_callbacks, sql/0012); dial_sid too,
+# once per call, when its dialled leg first calls back (a unique index: that one is not HOT).
 CALL_STATUS_COLUMNS = {"status", "status_rank", "sequence_number", "answered_at", "ended_at", "duration_s",
                        "error_code", "updated_at"}
 

@@ -1,5 +1,6 @@
-"""SQL for a message's media: the rows a send or an inbound MMS adds, and the fetch job's
-(commpro.messages.media) states, pending to fetched or given up."""
+"""SQL for a message's media: the rows a send adds (an inbound MMS's come with its batch,
+sql/0013), what the API reads, and the fetch job's (commpro.messages.media) states, pending to
+fetched or given up."""
 
 from __future__ import annotations
 

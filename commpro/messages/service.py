@@ -76,11 +76,12 @@ async def send_message(state: Mapping, user: str, from_number: str, to_number: s
                                     sealed, encoding, len(uploads) + len(links))
         for position, (media_id, (data, content_type)) in enumerate(zip(media_ids, uploads, strict=True)):
             await media_store.insert_media(conn, media_id, message_id, user, content_type, len(data),
-                                     seal(key, "media", user, media_id, data), is_link=False, position=position)
+                                           seal(key, "media", user, media_id, data), is_link=False, position=position)
         for position, link in enumerate(links):
             link_id = uuid.uuid4()
             await media_store.insert_media(conn, link_id, message_id, user, None, None,
-                                     seal(key, "media", user, link_id, link.encode()), is_link=True, position=position)
+                                           seal(key, "media", user, link_id, link.encode()), is_link=True,
+                                           position=position)
         await bind(conn, message_id)
     gateway = state[twilio_key]
     media_urls = links + [signed_media_url(config, media_id) for media_id in media_ids]

@@ -229,7 +229,8 @@ def table(report: dict) -> str:
                      f"{ms(idle['postgres'])}: at S3's 200 requests a second, each ms/s adds 5 µs to a request's share.")]
     fsync = report.get("s3_fsync")
     if fsync and fsync["samples"]:
-        out += ["", (f"The disk during S3: an 8 KiB write's fdatasync beside PostgreSQL's data, every 50 ms "
+        out += ["", (f"The disk during S3: an 8 KiB write's fdatasync beside PostgreSQL's data, every "
+                     f"{fsync['interval_ms']} ms "
                      f"({fsync['samples']:,} of them), took p50 {fsync['p50_ms']:.2f} ms, p99 {fsync['p99_ms']:.2f} ms, "
                      f"max {fsync['max_ms']:.1f} ms ({fsync['over_10ms']} over {disk.SLOW_MS:.0f} ms). Each S3 call "
                      "commits before its TwiML goes back, one user's commits one after another: a stall there is "
