@@ -32,11 +32,13 @@ apply_calls = partial(apply_status_callbacks, price_kind="calls-prices", price_a
                       quality_kind="voice-insights", quality_after_s=60, channel="commpro_events")
 
 
-async def test_no_index_of_calls_reads_what_a_status_callback_changes(service):
+async def test_no_index_of_calls_reads_what_a_status_callback_changes_and_pages_keep_room(service):
     async with service.pool.acquire() as conn:
         indexed = {r["attname"] for r in await conn.fetch(INDEXED_COLUMNS, "calls")}
+        options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'calls'::regclass")
     assert "list_status" in indexed and "user_id" in indexed  # the query sees the indexes
     assert not indexed & CALL_STATUS_COLUMNS
+    assert "fillfactor=70" in options
 
 
 async def hot_updates(conn, table: str, apply, batches: list[list[dict]]) -> tuple[int, int]:
