@@ -170,9 +170,10 @@ async def main(report: dict) -> None:
         rss["ceilings"] = process.memory_info().rss / 2**20
         save(report)
 
-        # The rounds updated hundreds of thousands of calls and messages: autovacuum would take
-        # them on during the lists (a deep OFFSET page measured 1.2 ms for the small user, then
-        # 4.3 for the big one while it ran); the same vacuum first instead.
+        # The rounds updated hundreds of thousands of calls and messages, which autovacuum takes
+        # on in its own time: without this vacuum, a deep OFFSET page's SQL measured 1.2 ms for
+        # the small user and then 4.3 ms for the big one (alone, both about 1.1); with it, 1.8
+        # and 1.9.
         say("vacuuming what the webhook rounds changed")
         await seed.settle(keeper)
         say(f"S4/S5: lists, {lists.REQUESTS} requests per shape and size")

@@ -83,5 +83,6 @@ class FsyncProbe:
         def at(q: float) -> float:
             return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
-        return {"samples": len(ordered), "interval_ms": round(self.interval_s * 1000), "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": round(ordered[-1], 2),
+        return {"samples": len(ordered), "interval_ms": round(self.interval_s * 1000), "p50_ms": at(0.5),
+                "p99_ms": at(0.99), "max_ms": round(ordered[-1], 2),
                 "over_10ms": sum(1 for v in ordered if v > SLOW_MS)}
