@@ -130,17 +130,9 @@ async def _banner(app, config: Config) -> None:
 
 
 def cmd_migrate(config: Config, args: argparse.Namespace) -> None:
-    from commpro.db import create_pool, migrate
+    from commpro.db import migrate_database
 
-    async def run() -> list[str]:
-        pool = await create_pool(with_database(config).database.url, min_size=1, max_size=1)
-        try:
-            async with pool.acquire() as conn:
-                return await migrate(conn)
-        finally:
-            await pool.close()
-
-    applied = asyncio.run(run())
+    applied = asyncio.run(migrate_database(with_database(config).database.url))
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
 
 

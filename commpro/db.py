@@ -66,6 +66,13 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
+_UNREACHABLE = (TimeoutError, OSError, asyncpg.PostgresError)
+
+
+def _unreachable(dsn: str, exc: BaseException) -> ConnectionError:
+    return ConnectionError(f"database unreachable at {mask_dsn(dsn)}: {type(exc).__name__}: {exc}")
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0,
                       command_timeout_s: float | None = None) -> asyncpg.Pool:
     """A pool that has proved it can run a query, or a clear error naming the masked DSN."""
@@ -75,9 +82,24 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, timeou
             command_timeout=command_timeout_s, init=_init_connection, reset=_keep_session,
         )
         await pool.fetchval("SELECT 1", timeout=timeout_s)
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        raise ConnectionError(f"database unreachable at {mask_dsn(dsn)}: {type(exc).__name__}: {exc}") from None
+    except _UNREACHABLE as exc:
+        raise _unreachable(dsn, exc) from None
     return pool
+
+
+async def migrate_database(dsn: str, *, timeout_s: float = 5.0) -> list[str]:
+    """Apply what is not applied yet (`migrate`), at start-up and by `commpro migrate`, on a
+    connection of its own without a command timeout (the pool's is a bound for requests): a
+    table rewrite at a million rows, or another process's migrations holding the lock, takes
+    longer, and start-up would fail the same way on every restart. `timeout_s` bounds the connect."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout_s)
+    except _UNREACHABLE as exc:
+        raise _unreachable(dsn, exc) from None
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
 
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -89,14 +111,7 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout_s=config.database.connect_timeout_s, command_timeout_s=config.database.command_timeout_s,
     )
     try:
-        # Migrations on a connection of their own, without the pool's command timeout (a bound
-        # for requests): a table rewrite at a million rows, or another replica's migrations
-        # holding the lock, takes longer, and start-up would fail the same way on every restart.
-        conn = await asyncpg.connect(dsn, timeout=config.database.connect_timeout_s)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+        await migrate_database(dsn, timeout_s=config.database.connect_timeout_s)
         app[pool_key] = pool
         if metrics_key in app:
             app[metrics_key].live.pool = pool
