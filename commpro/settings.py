@@ -201,6 +201,8 @@ class EventSettings:
     queue_size: int = 256
     retention_s: float = 7 * 86400
     retention_interval_s: float = 3600
+    # A stream's lease on its user's notifications (sql/0016); renewed every third of it.
+    listen_lease_s: float = 60.0
 
 
 @dataclass(frozen=True)

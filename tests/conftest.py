@@ -249,6 +249,14 @@ PYTHON = sys.executable
 WAIT_S = 10
 
 
+async def until(predicate, timeout=WAIT_S):
+    """Poll a coroutine predicate until it holds (the state it waits on lives in the database)."""
+    async def loop():
+        while not await predicate():
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(loop(), timeout)
+
+
 @contextlib.asynccontextmanager
 async def serve(env: dict[str, str], stdout=asyncio.subprocess.DEVNULL, command: list[str] | None = None,
                 cwd: Path = REPO) -> AsyncIterator[list[str]]:

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from commpro.appkeys import hub_key
-from tests.conftest import WAIT_S, new_user
+from commpro.events import store as events
+from tests.conftest import WAIT_S, new_user, until
 
 PEER = "+447911123456"
 
@@ -186,4 +187,59 @@ async def test_a_lost_listener_is_restored_and_streams_resync(service):
     ws = await service.client.ws_connect("/api/events", headers=service.auth(user))
     await sms_to(service, number)
     assert (await next_event(ws))["type"] == "message.received"
+    await ws.close()
+
+
+async def lease_of(service, user: str):
+    async with service.pool.acquire() as conn:
+        return await conn.fetchval("SELECT listened_until FROM event_streams WHERE user_id = $1", user)
+
+
+async def test_a_stream_opened_while_an_event_is_being_published_gets_it_once_then_live_ones(service):
+    """The stream's lease waits for the publisher holding the user's counter: the event is then in
+    the log the stream replays, and every later one is notified (sql/0016)."""
+    user = new_user()
+    async with service.pool.acquire() as publisher:
+        async with publisher.transaction():
+            first = await events.publish(publisher, user, "test.first", {})
+            opening = asyncio.create_task(service.client.ws_connect("/api/events?since=0", headers=service.auth(user)))
+            await until(lambda: publisher.fetchval(  # the stream's lease waits for this transaction
+                "SELECT count(*) > 0 FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE NOT l.granted AND a.query LIKE '%listened_until%'"))
+        ws = await opening
+        assert (await next_event(ws))["id"] == first
+        second = await events.publish(publisher, user, "test.second", {})
+    assert (await next_event(ws))["id"] == second
+    await ws.close()
+
+
+async def test_a_streams_lease_is_renewed_while_it_is_open(start_service):
+    service = await start_service(COMMPRO_EVENTS_LISTEN_LEASE_S="0.6")
+    user = new_user()
+    ws = await service.client.ws_connect("/api/events", headers=service.auth(user))
+    taken = await lease_of(service, user)
+    async def renewed_past_its_first_end() -> bool:  # renewed every 0.2 s
+        return (await lease_of(service, user) - taken).total_seconds() > 0.7
+
+    await until(renewed_past_its_first_end)
+    async with service.pool.acquire() as conn:
+        live = await events.publish(conn, user, "test.live", {})
+    assert (await next_event(ws))["id"] == live
+    await ws.close()
+
+
+async def test_a_lease_found_ended_resyncs_the_stream_and_since_fills_the_gap(start_service):
+    service = await start_service(COMMPRO_EVENTS_LISTEN_LEASE_S="0.6")
+    user = new_user()
+    ws = await service.client.ws_connect("/api/events?since=0", headers=service.auth(user))
+    # As if this process had not reached the database for a while: the lease ended, and an event
+    # was published meanwhile, without NOTIFY.
+    async with service.pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE event_streams SET listened_until = now() - interval '1 second' "
+                           "WHERE user_id = $1", user)
+        missed = await events.publish(conn, user, "test.missed", {})
+    msg = await asyncio.wait_for(ws.receive(), WAIT_S)  # the next renewal finds the lease ended
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4009
+    ws = await service.client.ws_connect("/api/events?since=0", headers=service.auth(user))
+    assert (await next_event(ws))["id"] == missed
     await ws.close()

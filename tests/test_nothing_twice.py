@@ -16,7 +16,7 @@ from commpro.appkeys import keyring_key
 from commpro.guards import delete_old_keys
 from commpro.jobs import run_due
 from commpro.unconfirmed import sweep_unconfirmed
-from tests.conftest import WAIT_S, new_user
+from tests.conftest import WAIT_S, new_user, until
 
 DEST = "+447911123456"
 # The client's deadline is well below the sandbox's late answer.
@@ -47,14 +47,6 @@ async def get_json(service, user, path):
     resp = await service.client.get(path, headers=service.auth(user))
     assert resp.status == 200
     return await resp.json()
-
-
-async def until(predicate, timeout=WAIT_S):
-    """Poll a coroutine predicate until it holds (the state it waits on lives in the database)."""
-    async def loop():
-        while not await predicate():
-            await asyncio.sleep(0.02)
-    await asyncio.wait_for(loop(), timeout)
 
 
 # -- 1. A late answer from Twilio is not a failure ---------------------------------------------

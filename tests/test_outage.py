@@ -10,7 +10,7 @@ import asyncio
 import uuid
 
 import pytest
-from aiohttp import WSMsgType
+from aiohttp import WSMsgType, WSServerHandshakeError
 
 from commpro.appkeys import db_health_key, hub_key
 from commpro.events import store as events
@@ -56,6 +56,10 @@ async def test_database_outage_is_503_and_logged_once_per_change(start_service, 
         assert (await service.webhook("/webhook/sms", form)).status == 503
     await until(lambda: health.down)
     assert (await service.client.get("/readyz")).status == 503
+    # A stream cannot take its lease (sql/0016) without the database: 503 too.
+    with pytest.raises(WSServerHandshakeError) as refused:
+        await service.client.ws_connect("/api/events", headers=service.auth(user))
+    assert refused.value.status == 503
 
     await postgres.start()
     await asyncio.wait_for(health.probe, WAIT_S)

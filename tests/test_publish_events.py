@@ -1,6 +1,7 @@
 """publish_events, the events of a batch in one statement (sql/0015), against 0011's loop of three
-statements per user: the same numbers, rows and notifications, in the same order; and the users'
-counters locked in user order, so that two batches wait for each other rather than deadlock."""
+statements per user: the same numbers, rows and notifications, in the same order; the users'
+counters locked in user order, so that two batches wait for each other rather than deadlock; and
+only users whose stream holds a lease notified (sql/0016)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import asyncpg
 import pytest
 
 from commpro.db import create_pool, migrate
+from commpro.events import store
 from tests.conftest import new_user
 
 MIGRATION_0011 = Path(__file__).parent.parent / "sql" / "0011_webhook_batches.sql"
@@ -38,10 +40,12 @@ async def pool(empty_database_url):
 
 async def publish(pool: asyncpg.Pool, function: str, labels: list[str], users: dict[str, str]) -> tuple[list, list]:
     """Publish one event per label (its user's), in one call of `function` after each user already
-    has as many events as its label's number; (events rows, notifications), users as labels."""
+    has as many events as its label's number, and a stream's lease; (events rows, notifications),
+    users as labels."""
     async with pool.acquire() as conn:
         for label, user in users.items():
-            await conn.execute("INSERT INTO event_streams (user_id, last_seq) VALUES ($1, $2)", user, int(label[1:]))
+            await conn.execute("INSERT INTO event_streams (user_id, last_seq, listened_until) "
+                               "VALUES ($1, $2, now() + interval '1 hour')", user, int(label[1:]))
     by_user = {user: label for label, user in users.items()}
     notes: list[dict] = []
     all_in = asyncio.Event()
@@ -85,6 +89,35 @@ async def test_a_batch_of_many_users_is_numbered_and_notified_as_0011_did(pool):
     assert [r for r in rows if r[0] == "u3" and r[1] != "counter"] == [
         ("u3", 4, "t0", 0), ("u3", 5, "t2", 2), ("u3", 6, "t5", 5), ("u3", 7, "t8", 8)]
     assert [n[1] for n in notes if n[0] == "u3"] == [4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("how", ["batch", "one event"])
+async def test_only_users_a_stream_leases_are_notified(pool, how):
+    listened, ended, never = new_user(), new_user(), new_user()
+    notes: list[dict] = []
+    notified = asyncio.Event()
+
+    def noted(_conn, _pid, _channel, payload: str) -> None:
+        notes.append(json.loads(payload))
+        notified.set()
+
+    async with pool.acquire() as listener, pool.acquire() as conn:
+        await conn.execute("INSERT INTO event_streams (user_id, last_seq, listened_until) VALUES "
+                           "($1, 0, now() + interval '1 minute'), ($2, 0, now() - interval '1 second')",
+                           listened, ended)
+        await listener.add_listener(store.CHANNEL, noted)
+        # The one notification comes last: notifications arrive in commit order, so any other
+        # would have come before it.
+        for user in (never, ended, listened):
+            if how == "batch":
+                await conn.execute("SELECT publish_events($1::text[], '{t}', '{\"{}\"}', $2)", [user], store.CHANNEL)
+            else:
+                await store.publish(conn, user, "t", {})
+        await asyncio.wait_for(notified.wait(), 10)
+        await listener.remove_listener(store.CHANNEL, noted)
+        seqs = await conn.fetch("SELECT user_id, seq FROM events WHERE user_id = ANY($1)", [listened, ended, never])
+    assert [n["user"] for n in notes] == [listened]
+    assert sorted((r["user_id"], r["seq"]) for r in seqs) == sorted([(listened, 1), (ended, 1), (never, 1)])
 
 
 async def test_nothing_to_publish_changes_nothing(pool):

@@ -5,6 +5,11 @@ durable log a reconnecting client replays with ?since=<id>, and NOTIFY tells eve
 process LISTENs on one connection of its own and hands each event to the local subscribers of
 that user. A subscriber's queue is bounded: one that falls behind is disconnected, never waited
 for, so a slow client cannot hold up the others.
+
+Only the events of users some process streams are notified (sql/0016): a stream leases its
+user's counter before it replays the log (events.store.LEASE), and each process renews the
+leases of the users it streams every third of `events.listen_lease_s`. A lease found ended (the
+database was out of reach meanwhile) ends that user's streams with 4009, as a lost LISTEN does.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from commpro.appkeys import config_key, hub_key, tasks_key
+from commpro.appkeys import config_key, hub_key, metrics_key, pool_key, tasks_key
 from commpro.dbhealth import is_outage
 from commpro.events import store
 from commpro.jobs import Kind, retention_kind
@@ -64,11 +69,16 @@ class EventHub:
             except asyncio.QueueFull:
                 sub.overflowed.set()
 
-    def close_all(self, resync: bool = False) -> None:
-        """End every stream: on shutdown (1001, going away), so that none holds the process up,
-        or after events may have been missed (`resync`: 4009, reconnect with ?since)."""
-        for subs in self._subscribers.values():
-            for sub in subs:
+    def users(self) -> list[str]:
+        """The users with a stream in this process."""
+        return list(self._subscribers)
+
+    def close_all(self, resync: bool = False, users: list[str] | None = None) -> None:
+        """End every stream (or those of `users`): on shutdown (1001, going away), so that none
+        holds the process up, or after events may have been missed (`resync`: 4009, reconnect
+        with ?since)."""
+        for user in self.users() if users is None else users:
+            for sub in self._subscribers.get(user, ()):
                 sub.going_away, sub.resync = not resync, resync
                 sub.overflowed.set()
 
@@ -120,8 +130,31 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
             hub.close_all(resync=True)
             log.info("event_listener_restored")
 
+    async def keep_leases() -> None:
+        """Renew the leases of the users streamed here, every third of their length."""
+        lease_s = config.events.listen_lease_s
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            users = hub.users()
+            try:
+                lapsed = []
+                if users:
+                    async with app[pool_key].acquire() as renewing:
+                        lapsed = await store.renew_leases(renewing, users, lease_s)
+            except Exception as exc:  # noqa: BLE001 - the next round tries again
+                if not is_outage(exc):
+                    log.warning("event_leases_not_renewed", error=type(exc).__name__)
+                continue
+            app[metrics_key].job_succeeded("event-leases")  # its lag on /status
+            if lapsed:
+                # Their events went un-notified for a while: the log has them.
+                log.warning("event_leases_lapsed", users=len(lapsed))
+                hub.close_all(resync=True, users=lapsed)
+
     supervisor = asyncio.create_task(keep_listening(), name="event-listener")
     app[tasks_key]["event-listener"] = supervisor
+    renewer = asyncio.create_task(keep_leases(), name="event-leases")
+    app[tasks_key]["event-leases"] = renewer
 
     async def close_streams(_app: web.Application) -> None:
         hub.close_all()
@@ -131,9 +164,10 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        supervisor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await supervisor
+        for task in (supervisor, renewer):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await conn.close()
 
 

@@ -39,8 +39,15 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     if not ws.can_prepare(request).ok:
         # A plain GET (no Upgrade handshake) would fail in prepare() with a 500.
         raise UpgradeRequired("Open /api/events as a WebSocket")
-    # Subscribed before the replay, so nothing falls between the two.
+    # Subscribed, then the lease (its user's events are notified from then on), then the
+    # replay: nothing falls between them.
     sub = hub.subscribe(user)
+    try:
+        async with request.config_dict[pool_key].acquire() as conn:
+            await store.lease(conn, user, settings.listen_lease_s)
+    except BaseException:
+        hub.unsubscribe(sub)
+        raise
     reader = None
     try:
         await ws.prepare(request)

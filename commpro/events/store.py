@@ -31,17 +31,18 @@ PUBLISH_CTES = """
 stream AS (
     INSERT INTO event_streams AS s (user_id, last_seq) SELECT user_id, 1 FROM published
     ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + 1
-    RETURNING user_id, last_seq
+    RETURNING user_id, last_seq, listened_until > now() AS listened
 ), event AS (
     INSERT INTO events (user_id, seq, type, payload)
     SELECT s.user_id, s.last_seq, p.type, p.payload FROM stream s JOIN published p USING (user_id)
     RETURNING user_id, seq, type, payload, created_at
 )"""
+# Notified only while a process listens for the user (LEASE, below).
 NOTIFY_EVENT = f"""
 LEFT JOIN LATERAL (
-    SELECT seq, pg_notify('{CHANNEL}', json_build_object(
-        'id', seq, 'user', user_id, 'type', type, 'data', payload, 'at', {AT})::text)
-    FROM event
+    SELECT e.seq, CASE WHEN s.listened THEN pg_notify('{CHANNEL}', json_build_object(
+        'id', e.seq, 'user', e.user_id, 'type', e.type, 'data', e.payload, 'at', {AT})::text) END
+    FROM event e JOIN stream s ON s.user_id = e.user_id
 ) notified ON true"""
 
 # The counter, then the event, then NOTIFY (delivered at commit, and not at all on rollback), in
@@ -69,6 +70,44 @@ async def publish_many(conn: asyncpg.Connection, events: list[tuple[str, str, di
     if events:
         await conn.execute(PUBLISH_MANY, [e[0] for e in events], [e[1] for e in events], [e[2] for e in events],
                            CHANNEL)
+
+
+# A process that opens a user's stream leases the user's counter row (sql/0016): publishers
+# notify that user's events while the lease runs. Taken under the row lock, after any publisher
+# holding it has committed: what that publisher wrote is in the log the stream replays next, and
+# every later publisher sees the lease.
+LEASE = """
+INSERT INTO event_streams AS s (user_id, last_seq, listened_until)
+VALUES ($1, 0, now() + make_interval(secs => $2))
+ON CONFLICT (user_id) DO UPDATE SET listened_until = greatest(s.listened_until, EXCLUDED.listened_until)
+"""
+
+
+async def lease(conn: asyncpg.Connection, user_id: str, lease_s: float) -> None:
+    await conn.execute(LEASE, user_id, float(lease_s))
+
+
+# The leases of the users a process streams, renewed in user order (as publishers lock them);
+# `lapsed`: the lease had ended, so that user's events may have gone un-notified. Against the
+# clock once the row is locked: a publisher that skipped NOTIFY began after the lease's end, and
+# locked the row before this did.
+RENEW_LEASES = """
+WITH held AS (
+    SELECT user_id, listened_until FROM event_streams WHERE user_id = ANY($1::text[])
+    ORDER BY user_id FOR UPDATE
+)
+UPDATE event_streams s
+SET listened_until = greatest(s.listened_until, clock_timestamp() + make_interval(secs => $2))
+FROM held WHERE s.user_id = held.user_id
+RETURNING s.user_id, coalesce(held.listened_until <= clock_timestamp(), true) AS lapsed
+"""
+
+
+async def renew_leases(conn: asyncpg.Connection, user_ids: list[str], lease_s: float) -> list[str]:
+    """Renew the leases of `user_ids`; the users whose lease had ended (or was never taken)."""
+    rows = await conn.fetch(RENEW_LEASES, user_ids, float(lease_s))
+    renewed = {r["user_id"] for r in rows}
+    return [r["user_id"] for r in rows if r["lapsed"]] + [u for u in user_ids if u not in renewed]
 
 
 EVENTS_SINCE = f"""
