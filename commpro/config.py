@@ -255,6 +255,7 @@ def _validate(config: Config, origin: dict) -> Config:
         ("crypto", "key_cache_size", config.crypto.key_cache_size, 1),
         ("voice", "ring_timeout_s", config.voice.ring_timeout_s, 5),
         ("jobs", "lease_s", config.jobs.lease_s, 1),
+        ("events", "listen_lease_s", config.events.listen_lease_s, 1),
         ("jobs", "jitter", config.jobs.jitter, 0),
         ("jobs", "rate_limit_idle_s", config.jobs.rate_limit_idle_s, 60),
     ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import aiohttp
@@ -214,12 +215,13 @@ async def test_a_stream_opened_while_an_event_is_being_published_gets_it_once_th
 
 
 async def test_a_streams_lease_is_renewed_while_it_is_open(start_service):
-    service = await start_service(COMMPRO_EVENTS_LISTEN_LEASE_S="0.6")
+    service = await start_service(COMMPRO_EVENTS_LISTEN_LEASE_S="1.5")
     user = new_user()
     ws = await service.client.ws_connect("/api/events", headers=service.auth(user))
     taken = await lease_of(service, user)
-    async def renewed_past_its_first_end() -> bool:  # renewed every 0.2 s
-        return (await lease_of(service, user) - taken).total_seconds() > 0.7
+
+    async def renewed_past_its_first_end() -> bool:  # renewed every 0.5 s
+        return (await lease_of(service, user) - taken).total_seconds() > 1.6
 
     await until(renewed_past_its_first_end)
     async with service.pool.acquire() as conn:
@@ -228,18 +230,34 @@ async def test_a_streams_lease_is_renewed_while_it_is_open(start_service):
     await ws.close()
 
 
-async def test_a_lease_found_ended_resyncs_the_stream_and_since_fills_the_gap(start_service):
-    service = await start_service(COMMPRO_EVENTS_LISTEN_LEASE_S="0.6")
+async def test_a_lease_renewed_too_late_resyncs_its_stream_even_if_another_renewed_the_row(start_service):
+    """The renewal waits on the user's counter past the stream's cover while an event goes
+    un-notified; a second stream's lease meanwhile moves the row's lease on. The first stream is
+    still told to resync (4009), by its own cover, and ?since fills the gap."""
+    service = await start_service(COMMPRO_EVENTS_LISTEN_LEASE_S="1.5")
+    hub = service.app[hub_key]
     user = new_user()
-    ws = await service.client.ws_connect("/api/events?since=0", headers=service.auth(user))
-    # As if this process had not reached the database for a while: the lease ended, and an event
-    # was published meanwhile, without NOTIFY.
-    async with service.pool.acquire() as conn, conn.transaction():
-        await conn.execute("UPDATE event_streams SET listened_until = now() - interval '1 second' "
-                           "WHERE user_id = $1", user)
-        missed = await events.publish(conn, user, "test.missed", {})
-    msg = await asyncio.wait_for(ws.receive(), WAIT_S)  # the next renewal finds the lease ended
+    first = await service.client.ws_connect("/api/events?since=0", headers=service.auth(user))
+    async with service.pool.acquire() as holder:
+        async with holder.transaction():
+            await holder.execute("UPDATE event_streams SET listened_until = now() - interval '1 second' "
+                                 "WHERE user_id = $1", user)
+            missed = await events.publish(holder, user, "test.missed", {})  # not notified
+            await until(lambda: holder.fetchval(  # the renewal waits for this transaction
+                "SELECT count(*) > 0 FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE NOT l.granted AND a.query LIKE '%listened_until%'"))
+            second = asyncio.create_task(service.client.ws_connect("/api/events?since=0",
+                                                                   headers=service.auth(user)))
+
+            async def first_cover_ended() -> bool:
+                return all(sub.covered_until < time.monotonic() for sub in hub.leased_subscribers())
+
+            await until(first_cover_ended)
+        second = await second
+    msg = await asyncio.wait_for(first.receive(), WAIT_S)
     assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4009
-    ws = await service.client.ws_connect("/api/events?since=0", headers=service.auth(user))
-    assert (await next_event(ws))["id"] == missed
-    await ws.close()
+    assert (await next_event(second))["id"] == missed  # its replay: its lease came after
+    first = await service.client.ws_connect("/api/events?since=0", headers=service.auth(user))
+    assert (await next_event(first))["id"] == missed
+    await first.close()
+    await second.close()

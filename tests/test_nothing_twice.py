@@ -305,6 +305,24 @@ async def test_a_lost_notification_is_filled_from_the_log(service):
     await ws.close()
 
 
+async def test_a_stream_without_since_starts_at_its_lease_so_even_a_first_lost_notification_is_filled(service):
+    from commpro.events import store
+
+    user = new_user()
+    async with service.pool.acquire() as conn, conn.transaction():
+        before = await store.publish(conn, user, "test.before", {})  # before the stream: not sent
+    ws = await service.client.ws_connect("/api/events", headers=service.auth(user))
+    async with service.pool.acquire() as conn, conn.transaction():  # committed, never notified
+        await conn.execute("UPDATE event_streams SET last_seq = last_seq + 1 WHERE user_id = $1", user)
+        await conn.execute("INSERT INTO events (user_id, seq, type, payload) VALUES ($1, $2, 'test.lost', '{}')",
+                           user, before + 1)
+    async with service.pool.acquire() as conn, conn.transaction():
+        await store.publish(conn, user, "test.next", {})
+    got = [orjson.loads((await asyncio.wait_for(ws.receive(), WAIT_S)).data) for _ in range(2)]
+    assert [(e["id"], e["type"]) for e in got] == [(before + 1, "test.lost"), (before + 2, "test.next")]
+    await ws.close()
+
+
 async def test_unknown_fault_is_refused_by_the_sandbox(service):
     auth = aiohttp.encode_basic_auth(service.config.twilio.account_sid, service.config.twilio.auth_token)
     resp = await service.client.post("/_sandbox/control", json={"createFaults": ["explode"]},

@@ -14,7 +14,7 @@ import pytest
 
 from commpro.db import create_pool, migrate
 from commpro.events import store
-from tests.conftest import new_user
+from tests.conftest import new_user, until
 
 MIGRATION_0011 = Path(__file__).parent.parent / "sql" / "0011_webhook_batches.sql"
 CHANNEL = "test_publish_events"
@@ -138,9 +138,8 @@ async def test_counters_are_locked_in_user_order_so_batches_never_deadlock(pool)
             # user's counter (A's) without having taken the second's.
             waiting = asyncio.create_task(b.execute(
                 "SELECT publish_events($1::text[], '{t,t}', '{\"{}\",\"{}\"}', $2)", [second, first], CHANNEL))
-            while not await a.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1",
-                                       b.get_server_pid()):
-                await asyncio.sleep(0.01)
+            await until(lambda: a.fetchval("SELECT count(*) > 0 FROM pg_locks WHERE NOT granted AND pid = $1",
+                                           b.get_server_pid()))
             # A now takes the second user's counter: it is free (had B taken it, this would wait for
             # B, which waits for A: a deadlock).
             await a.execute("SELECT publish_events($1::text[], '{t}', '{\"{}\"}', $2)", [second], CHANNEL)

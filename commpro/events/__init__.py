@@ -8,14 +8,19 @@ for, so a slow client cannot hold up the others.
 
 Only the events of users some process streams are notified (sql/0016): a stream leases its
 user's counter before it replays the log (events.store.LEASE), and each process renews the
-leases of the users it streams every third of `events.listen_lease_s`. A lease found ended (the
-database was out of reach meanwhile) ends that user's streams with 4009, as a lost LISTEN does.
+leases of its streams every third of `events.listen_lease_s`. Each stream knows until when its
+own lease surely runs, by this process's clock (from before the statement that took it was
+sent): a renewal that comes back after that time (the database out of reach, a pool or a lock
+that kept it waiting) ends the stream with 4009, as a lost LISTEN does, since an event may have
+gone un-notified meanwhile. By the stream's own time, not the row's: another stream's lease
+would hide the gap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +38,7 @@ from commpro.settings import Config
 
 log = structlog.get_logger("commpro.events")
 RELISTEN_S = 0.2
+RENEW_SLICE = 500
 
 
 class Subscriber:
@@ -43,11 +49,15 @@ class Subscriber:
         self.overflowed = asyncio.Event()
         self.going_away = False
         self.resync = False
+        # Monotonic time until which this stream's user is surely notified (its lease); None
+        # until the stream has taken it.
+        self.covered_until: float | None = None
 
 
 class EventHub:
-    def __init__(self, queue_size: int) -> None:
+    def __init__(self, queue_size: int, lease_s: float) -> None:
         self.queue_size = queue_size
+        self.lease_s = lease_s
         self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
 
     def subscribe(self, user_id: str) -> Subscriber:
@@ -69,18 +79,29 @@ class EventHub:
             except asyncio.QueueFull:
                 sub.overflowed.set()
 
-    def users(self) -> list[str]:
-        """The users with a stream in this process."""
-        return list(self._subscribers)
+    def leased_subscribers(self) -> list[Subscriber]:
+        """The streams whose lease is taken, to renew."""
+        return [sub for subs in self._subscribers.values() for sub in subs if sub.covered_until is not None]
 
-    def close_all(self, resync: bool = False, users: list[str] | None = None) -> None:
-        """End every stream (or those of `users`): on shutdown (1001, going away), so that none
-        holds the process up, or after events may have been missed (`resync`: 4009, reconnect
-        with ?since)."""
-        for user in self.users() if users is None else users:
-            for sub in self._subscribers.get(user, ()):
-                sub.going_away, sub.resync = not resync, resync
-                sub.overflowed.set()
+    def leased(self, subs: list[Subscriber], sent_at: float) -> list[Subscriber]:
+        """`subs`' leases were taken or renewed by statements sent from `sent_at` (monotonic) on;
+        those whose cover had ended before this answer came (an event may have gone
+        un-notified) are returned."""
+        now = time.monotonic()
+        lapsed = [sub for sub in subs if sub.covered_until is not None and sub.covered_until < now]
+        for sub in subs:
+            sub.covered_until = sent_at + self.lease_s
+        return lapsed
+
+    def close(self, subs: list[Subscriber], resync: bool = False) -> None:
+        """End these streams: on shutdown (1001, going away), so that none holds the process up,
+        or after events may have been missed (`resync`: 4009, reconnect with ?since)."""
+        for sub in subs:
+            sub.going_away, sub.resync = not resync, resync
+            sub.overflowed.set()
+
+    def close_all(self, resync: bool = False) -> None:
+        self.close([sub for subs in self._subscribers.values() for sub in subs], resync)
 
     def on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:
@@ -105,7 +126,7 @@ async def _listen(config, hub: EventHub) -> tuple[asyncpg.Connection, asyncio.Ev
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[config_key]
-    hub = EventHub(config.events.queue_size)
+    hub = EventHub(config.events.queue_size, config.events.listen_lease_s)
     conn, lost = await _listen(config, hub)
     app[hub_key] = hub
 
@@ -131,25 +152,29 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
             log.info("event_listener_restored")
 
     async def keep_leases() -> None:
-        """Renew the leases of the users streamed here, every third of their length."""
-        lease_s = config.events.listen_lease_s
+        """Renew the leases of the streams here, every third of their length."""
+        every = hub.lease_s / 3
         while True:
-            await asyncio.sleep(lease_s / 3)
-            users = hub.users()
+            await asyncio.sleep(every)
+            subs = hub.leased_subscribers()
+            users = sorted({sub.user_id for sub in subs})
+            sent_at = time.monotonic()
             try:
-                lapsed = []
                 if users:
-                    async with app[pool_key].acquire() as renewing:
-                        lapsed = await store.renew_leases(renewing, users, lease_s)
+                    async with app[pool_key].acquire(timeout=every) as renewing:
+                        # In slices: each statement holds its users' counters until it commits.
+                        for start in range(0, len(users), RENEW_SLICE):
+                            await store.lease(renewing, users[start:start + RENEW_SLICE], hub.lease_s)
             except Exception as exc:  # noqa: BLE001 - the next round tries again
                 if not is_outage(exc):
                     log.warning("event_leases_not_renewed", error=type(exc).__name__)
                 continue
             app[metrics_key].job_succeeded("event-leases")  # its lag on /status
+            lapsed = hub.leased(subs, sent_at)
             if lapsed:
-                # Their events went un-notified for a while: the log has them.
-                log.warning("event_leases_lapsed", users=len(lapsed))
-                hub.close_all(resync=True, users=lapsed)
+                # Their events may have gone un-notified for a while: the log has them.
+                log.warning("event_leases_lapsed", streams=len(lapsed))
+                hub.close(lapsed, resync=True)
 
     supervisor = asyncio.create_task(keep_listening(), name="event-listener")
     app[tasks_key]["event-listener"] = supervisor

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -40,11 +41,13 @@ async def events(request: web.Request) -> web.WebSocketResponse:
         # A plain GET (no Upgrade handshake) would fail in prepare() with a 500.
         raise UpgradeRequired("Open /api/events as a WebSocket")
     # Subscribed, then the lease (its user's events are notified from then on), then the
-    # replay: nothing falls between them.
+    # replay: nothing falls between them. Without ?since, the stream starts at the lease.
     sub = hub.subscribe(user)
     try:
+        sent_at = time.monotonic()
         async with request.config_dict[pool_key].acquire() as conn:
-            await store.lease(conn, user, settings.listen_lease_s)
+            start = (await store.lease(conn, [user], settings.listen_lease_s))[user]
+        hub.leased([sub], sent_at)
     except BaseException:
         hub.unsubscribe(sub)
         raise
@@ -52,7 +55,7 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     try:
         await ws.prepare(request)
         reader = asyncio.create_task(_drain(ws))
-        last = since
+        last = start if since is None else since
         if since is not None:
             async with request.config_dict[pool_key].acquire() as conn:
                 while True:
@@ -77,9 +80,9 @@ async def events(request: web.Request) -> web.WebSocketResponse:
                         await ws.close(code=SLOW_CLIENT_CLOSE, message=b"too slow: reconnect with ?since")
                     break
                 event = getter.result()
-                if last is not None and event["id"] <= last:
-                    continue  # already sent by the replay
-                if last is not None and event["id"] > last + 1:
+                if event["id"] <= last:
+                    continue  # sent by the replay, or from before the stream began
+                if event["id"] > last + 1:
                     # A user's numbers commit in order, so a hole means a notification that
                     # never reached this process: the log has it.
                     async with request.config_dict[pool_key].acquire() as conn:

@@ -72,42 +72,24 @@ async def publish_many(conn: asyncpg.Connection, events: list[tuple[str, str, di
                            CHANNEL)
 
 
-# A process that opens a user's stream leases the user's counter row (sql/0016): publishers
-# notify that user's events while the lease runs. Taken under the row lock, after any publisher
-# holding it has committed: what that publisher wrote is in the log the stream replays next, and
-# every later publisher sees the lease.
+# A process that streams users leases their counter rows (sql/0016): publishers notify a user's
+# events while the lease runs. Taken under each row's lock (in user order, as publishers take
+# them), after any publisher holding it has committed: what that publisher wrote is in the log a
+# new stream replays, and every later publisher sees the lease. `last_seq`: the user's last
+# number before the lease, where a stream without ?since starts.
 LEASE = """
 INSERT INTO event_streams AS s (user_id, last_seq, listened_until)
-VALUES ($1, 0, now() + make_interval(secs => $2))
+SELECT u, 0, now() + make_interval(secs => $2) FROM unnest($1::text[]) AS u ORDER BY u
 ON CONFLICT (user_id) DO UPDATE SET listened_until = greatest(s.listened_until, EXCLUDED.listened_until)
+RETURNING s.user_id, s.last_seq
 """
 
 
-async def lease(conn: asyncpg.Connection, user_id: str, lease_s: float) -> None:
-    await conn.execute(LEASE, user_id, float(lease_s))
-
-
-# The leases of the users a process streams, renewed in user order (as publishers lock them);
-# `lapsed`: the lease had ended, so that user's events may have gone un-notified. Against the
-# clock once the row is locked: a publisher that skipped NOTIFY began after the lease's end, and
-# locked the row before this did.
-RENEW_LEASES = """
-WITH held AS (
-    SELECT user_id, listened_until FROM event_streams WHERE user_id = ANY($1::text[])
-    ORDER BY user_id FOR UPDATE
-)
-UPDATE event_streams s
-SET listened_until = greatest(s.listened_until, clock_timestamp() + make_interval(secs => $2))
-FROM held WHERE s.user_id = held.user_id
-RETURNING s.user_id, coalesce(held.listened_until <= clock_timestamp(), true) AS lapsed
-"""
-
-
-async def renew_leases(conn: asyncpg.Connection, user_ids: list[str], lease_s: float) -> list[str]:
-    """Renew the leases of `user_ids`; the users whose lease had ended (or was never taken)."""
-    rows = await conn.fetch(RENEW_LEASES, user_ids, float(lease_s))
-    renewed = {r["user_id"] for r in rows}
-    return [r["user_id"] for r in rows if r["lapsed"]] + [u for u in user_ids if u not in renewed]
+async def lease(conn: asyncpg.Connection, user_ids: list[str], lease_s: float) -> dict[str, int]:
+    """Lease (or renew) the notifications of `user_ids` (each once) for `lease_s`; each user's
+    last event number."""
+    rows = await conn.fetch(LEASE, user_ids, float(lease_s))
+    return {r["user_id"]: r["last_seq"] for r in rows}
 
 
 EVENTS_SINCE = f"""
