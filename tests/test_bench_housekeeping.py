@@ -1,5 +1,6 @@
 """`make bench`'s housekeeping on its PostgreSQL server: what killed runs leave is dropped at the
-next start, and a database some run is still connected to is not; the disk probe beside S3."""
+next start, and a database some run is still connected to is not; the disk probe beside S3; the
+reference loads' SIDs split between them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 
 import asyncpg
 
-from tests.bench import disk, stack
+from tests.bench import disk, seed, stack
 from tests.conftest import create_database
 
 
@@ -60,3 +61,11 @@ async def test_the_disk_probe_times_fdatasyncs_beside_the_data_and_leaves_no_fil
     assert summary["samples"] >= 5 and 0 <= summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
     assert summary["over_10ms"] == sum(1 for v in probe.latencies_ms if v > disk.SLOW_MS)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sids_split_into_consecutive_slices_none_shared(tmp_path):
+    sids = [f"CA{n:032x}" for n in range(10)]
+    path = tmp_path / "round0-calls.txt"
+    path.write_text("\n".join(sids) + "\n")
+    parts = [p.read_text().split() for p in seed.split_sids(path, 3)]
+    assert parts == [sids[0:4], sids[4:8], sids[8:10]]

@@ -3,10 +3,11 @@ PostgreSQL, with the same signed load; then lists at a million rows against ten 
 memory over many requests. One Markdown table out, the same as JSON in .commpro/bench/.
 
 S1 voice status callbacks, S2 inbound SMS and message status callbacks (closed loop, 32
-connections) in BENCH_ROUNDS rounds (5), each round the reference's status callbacks then
-CommPro's three, every round on SIDs no load has posted yet; S3 inbound voice at a fixed 200/s
-(open loop) in BENCH_S3_ROUNDS rounds (3). Medians over rounds, the ratio to the reference per
-round (median, min, max), CPU per request of the server, PostgreSQL and the load generator; each
+connections) in BENCH_ROUNDS rounds (5), each of CommPro's three beside a load of the
+reference's status callbacks of its own (in turn first and second), every load on SIDs no load
+has posted yet; S3 inbound voice at a fixed 200/s (open loop) in BENCH_S3_ROUNDS rounds (3).
+Medians over rounds, the ratio to the reference per pair (median, min, max), CPU per request of
+the server, PostgreSQL and the load generator; each
 beside the SQL ceiling of its statements at the same concurrency; S4/S5 lists; RSS growth over
 BENCH_MEMORY_REQUESTS mixed webhooks. Knobs: BENCH_DURATION (s, default 10), BENCH_WARMUP (2),
 BENCH_ROWS (1,000,000), BENCH_LIST_REQUESTS (200), BENCH_MEMORY_REQUESTS (100,000) and
@@ -72,13 +73,14 @@ def save(report: dict) -> None:
     RESULTS.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
 
 
-def webhook_rows(samples: dict[str, list[dict]], ceilings: dict[str, float | None]) -> list[dict]:
-    """The table's rows from the rounds so far: the reference, S1, S2 against the same rounds'
-    reference; S3 at its fixed rate against none."""
+def webhook_rows(samples: dict[str, list[dict]], beside: dict[str, list[dict]],
+                 ceilings: dict[str, float | None]) -> list[dict]:
+    """The table's rows from the rounds so far: the reference (all its loads), S1 and S2 each
+    against the reference's loads beside its own (`beside`); S3 at its fixed rate against none."""
     rows = []
     for name in (REFERENCE, STATUS, SMS, MSGSTATUS, VOICE):
         if samples[name]:
-            row = rounds.summary(name, samples[name], None if name == VOICE else samples[REFERENCE])
+            row = rounds.summary(name, samples[name], samples[REFERENCE] if name == REFERENCE else beside.get(name))
             tps = ceilings.get(name)
             rows.append(row | {"sql_ceiling_tps": tps, "of_ceiling": row["rps"] / tps if tps else None})
     return rows
@@ -141,22 +143,34 @@ async def main(report: dict) -> None:
                 say(f"S3: inbound voice at 200/s, round {n + 1} of {S3_ROUNDS}")
                 samples[VOICE].append(await meter.run(commpro.pid, stack.LOAD_JS, base, "voice", ("--rate", "200")))
         report["s3_fsync"] = probe.summary()
-        report["webhooks"] = webhook_rows(samples, {})
+        report["webhooks"] = webhook_rows(samples, {}, {})
         rss["S3"] = process.memory_info().rss / 2**20
         save(report)
-        # Back to back within a round, the reference first: whatever else the machine does
-        # lands on both sides instead of on the stack whose rounds ran at that time. Both
-        # stacks post the round's call SIDs, each to its own table.
+        # Each of CommPro's loads back to back with a reference load of its own, the two in turn
+        # first: the machine's speed drifts by half over a minute (the reference's CPU per
+        # request went from 253 to 440 µs in one run), and the first of a pair did better in 8
+        # of 10 pairs, so a ratio is only as good as its pair is close and its order balanced.
+        # The reference's loads each post a third of the round's call SIDs (each to its own
+        # table, as CommPro's S1 posts them all): over a third, a load's SIDs come round again
+        # as in-progress, still an update each.
+        beside: dict[str, list[dict]] = {STATUS: [], SMS: [], MSGSTATUS: []}
         for n, sids in enumerate(files.rounds):
-            say(f"S1/S2 round {n + 1} of {ROUNDS}: reference status callbacks, then CommPro's status, SMS, "
-                "message status")
-            calls = ("--sids", str(sids.calls))
-            samples[REFERENCE].append(await meter.run(peer.pid, shared_load, peer_base, "status", calls))
-            samples[STATUS].append(await meter.run(commpro.pid, shared_load, base, "status", calls))
-            samples[SMS].append(await meter.run(commpro.pid, shared_load, base, "sms"))
-            samples[MSGSTATUS].append(await meter.run(commpro.pid, stack.LOAD_JS, base, "msgstatus",
-                                                      ("--msids", str(sids.messages))))
-            report["webhooks"] = webhook_rows(samples, {})
+            say(f"S1/S2 round {n + 1} of {ROUNDS}: CommPro's status, SMS, message status, each beside the "
+                "reference's status callbacks")
+            thirds = seed.split_sids(sids.calls, 3)
+            loads = {STATUS: (shared_load, "status", ("--sids", str(sids.calls))), SMS: (shared_load, "sms", ()),
+                     MSGSTATUS: (stack.LOAD_JS, "msgstatus", ("--msids", str(sids.messages)))}
+            for k, (name, (script, kind, extra)) in enumerate(loads.items()):
+                pair = [meter.run(peer.pid, shared_load, peer_base, "status", ("--sids", str(thirds[k]))),
+                        meter.run(commpro.pid, script, base, kind, extra)]
+                if (n + k) % 2:
+                    pair.reverse()
+                first, second = await pair[0], await pair[1]
+                reference, ours = (second, first) if (n + k) % 2 else (first, second)
+                samples[REFERENCE].append(reference)
+                beside[name].append(reference)
+                samples[name].append(ours)
+            report["webhooks"] = webhook_rows(samples, beside, {})
             rss[f"round {n + 1}"] = process.memory_info().rss / 2**20
             save(report)
 
@@ -165,7 +179,7 @@ async def main(report: dict) -> None:
         msids = files.ceiling.messages.read_text().split()
         sql = await ceiling.asyncpg_tps(config, sids, msids, stack.TO_NUMBER, CONNS, min(DURATION, 5))
         peer_sql = ceiling.pgbench_tps(database_url, SIDS, CONNS, min(DURATION, 5), work)
-        report["webhooks"] = webhook_rows(samples, {REFERENCE: peer_sql, STATUS: sql["status"], SMS: sql["sms"],
+        report["webhooks"] = webhook_rows(samples, beside, {REFERENCE: peer_sql, STATUS: sql["status"], SMS: sql["sms"],
                                                     MSGSTATUS: sql["msgstatus"], VOICE: sql["voice"]})
         rss["ceilings"] = process.memory_info().rss / 2**20
         save(report)

@@ -96,6 +96,19 @@ async def webhook_fixtures(conn: asyncpg.Connection, peer_schema: str, to_number
                     memory=await one("memory", "CA", "memory:", False, memory_count))
 
 
+def split_sids(path: Path, parts: int) -> list[Path]:
+    """`path`'s SIDs in `parts` files of consecutive slices (name-1.txt...), for loads that each
+    need SIDs of their own."""
+    sids = path.read_text().split()
+    size = -(-len(sids) // parts)
+    out = []
+    for k in range(parts):
+        part = path.with_name(f"{path.stem}-{k + 1}.txt")
+        part.write_text("\n".join(sids[k * size:(k + 1) * size]) + "\n")
+        out.append(part)
+    return out
+
+
 LIST_CALLS_ROWS = """
 INSERT INTO calls (user_id, sid, direction, from_number, to_number, status, status_rank, created_at)
 SELECT $1, NULL, CASE WHEN g % 2 = 0 THEN 'inbound' ELSE 'outbound' END, '+14155550100', '+33123456789',
