@@ -10,10 +10,10 @@ Only the events of users some process streams are notified (sql/0016): a stream 
 user's counter before it replays the log (events.store.LEASE), and each process renews the
 leases of its streams every third of `events.listen_lease_s`. Each stream knows until when its
 own lease surely runs, by this process's clock (from before the statement that took it was
-sent): a renewal that comes back after that time (the database out of reach, a pool or a lock
-that kept it waiting) ends the stream with 4009, as a lost LISTEN does, since an event may have
-gone un-notified meanwhile. By the stream's own time, not the row's: another stream's lease
-would hide the gap.
+sent, less a tenth): once that time has passed without a renewal answered before it (the
+database out of reach, a pool or a lock that kept the renewal waiting), the stream ends with
+4009, as after a lost LISTEN, since an event may have gone un-notified meanwhile. By the
+stream's own time, not the row's: another stream's lease would hide the gap.
 """
 
 from __future__ import annotations
@@ -83,15 +83,19 @@ class EventHub:
         """The streams whose lease is taken, to renew."""
         return [sub for subs in self._subscribers.values() for sub in subs if sub.covered_until is not None]
 
-    def leased(self, subs: list[Subscriber], sent_at: float) -> list[Subscriber]:
-        """`subs`' leases were taken or renewed by statements sent from `sent_at` (monotonic) on;
-        those whose cover had ended before this answer came (an event may have gone
-        un-notified) are returned."""
+    def leased(self, subs: list[Subscriber], sent_at: float) -> None:
+        """`subs`' leases were taken or renewed by a statement sent at `sent_at` (monotonic),
+        which has answered. A cover that ended before this answer stays ended (uncovered())."""
         now = time.monotonic()
-        lapsed = [sub for sub in subs if sub.covered_until is not None and sub.covered_until < now]
         for sub in subs:
-            sub.covered_until = sent_at + self.lease_s
-        return lapsed
+            if sub.covered_until is None or sub.covered_until >= now:
+                # A tenth off: the database's clock may run a little faster than this one.
+                sub.covered_until = sent_at + self.lease_s * 0.9
+
+    def uncovered(self) -> list[Subscriber]:
+        """The streams whose cover has ended: an event of theirs may have gone un-notified."""
+        now = time.monotonic()
+        return [sub for sub in self.leased_subscribers() if sub.covered_until < now]  # type: ignore[operator]
 
     def close(self, subs: list[Subscriber], resync: bool = False) -> None:
         """End these streams: on shutdown (1001, going away), so that none holds the process up,
@@ -152,25 +156,28 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
             log.info("event_listener_restored")
 
     async def keep_leases() -> None:
-        """Renew the leases of the streams here, every third of their length."""
+        """Renew the leases of the streams here, every third of their length; end with 4009 the
+        streams whose cover ended, whether their renewal failed or answered too late."""
         every = hub.lease_s / 3
         while True:
             await asyncio.sleep(every)
             subs = hub.leased_subscribers()
             users = sorted({sub.user_id for sub in subs})
-            sent_at = time.monotonic()
-            try:
-                if users:
+            # In slices, each its own statement: each holds its users' counters until it commits,
+            # and one that fails leaves the others renewed.
+            for start in range(0, len(users), RENEW_SLICE):
+                chunk = set(users[start:start + RENEW_SLICE])
+                sent_at = time.monotonic()
+                try:
                     async with app[pool_key].acquire(timeout=every) as renewing:
-                        # In slices: each statement holds its users' counters until it commits.
-                        for start in range(0, len(users), RENEW_SLICE):
-                            await store.lease(renewing, users[start:start + RENEW_SLICE], hub.lease_s)
-            except Exception as exc:  # noqa: BLE001 - the next round tries again
-                if not is_outage(exc):
-                    log.warning("event_leases_not_renewed", error=type(exc).__name__)
-                continue
+                        await store.lease(renewing, sorted(chunk), hub.lease_s)
+                except Exception as exc:  # noqa: BLE001 - its streams' cover runs out, then 4009
+                    if not is_outage(exc):  # (a wait for the pool too): event_leases_lapsed follows
+                        log.warning("event_leases_not_renewed", error=type(exc).__name__)
+                    continue
+                hub.leased([sub for sub in subs if sub.user_id in chunk], sent_at)
             app[metrics_key].job_succeeded("event-leases")  # its lag on /status
-            lapsed = hub.leased(subs, sent_at)
+            lapsed = hub.uncovered()
             if lapsed:
                 # Their events may have gone un-notified for a while: the log has them.
                 log.warning("event_leases_lapsed", streams=len(lapsed))
