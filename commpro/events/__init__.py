@@ -95,7 +95,7 @@ class EventHub:
     def uncovered(self) -> list[Subscriber]:
         """The streams whose cover has ended: an event of theirs may have gone un-notified."""
         now = time.monotonic()
-        return [sub for sub in self.leased_subscribers() if sub.covered_until < now]  # type: ignore[operator]
+        return [sub for sub in self.leased_subscribers() if (sub.covered_until or 0) < now]
 
     def close(self, subs: list[Subscriber], resync: bool = False) -> None:
         """End these streams: on shutdown (1001, going away), so that none holds the process up,
@@ -166,16 +166,19 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
             # In slices, each its own statement: each holds its users' counters until it commits,
             # and one that fails leaves the others renewed.
             for start in range(0, len(users), RENEW_SLICE):
-                chunk = set(users[start:start + RENEW_SLICE])
+                chunk = users[start:start + RENEW_SLICE]
                 sent_at = time.monotonic()
                 try:
                     async with app[pool_key].acquire(timeout=every) as renewing:
-                        await store.lease(renewing, sorted(chunk), hub.lease_s)
+                        await store.lease(renewing, chunk, hub.lease_s)
                 except Exception as exc:  # noqa: BLE001 - its streams' cover runs out, then 4009
-                    if not is_outage(exc):  # (a wait for the pool too): event_leases_lapsed follows
+                    # An outage (a timed-out wait for the pool counts as one) is reported by the
+                    # database's health; event_leases_lapsed says what it cost the streams.
+                    if not is_outage(exc):
                         log.warning("event_leases_not_renewed", error=type(exc).__name__)
                     continue
-                hub.leased([sub for sub in subs if sub.user_id in chunk], sent_at)
+                renewed = set(chunk)
+                hub.leased([sub for sub in subs if sub.user_id in renewed], sent_at)
             app[metrics_key].job_succeeded("event-leases")  # its lag on /status
             lapsed = hub.uncovered()
             if lapsed:
