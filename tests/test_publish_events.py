@@ -20,6 +20,23 @@ MIGRATION_0011 = Path(__file__).parent.parent / "sql" / "0011_webhook_batches.sq
 CHANNEL = "test_publish_events"
 
 
+class Notes:
+    """The notifications a connection receives on a channel, in order; wait() for `count`."""
+
+    def __init__(self, count: int) -> None:
+        self.received: list[dict] = []
+        self._count = count
+        self._enough = asyncio.Event()
+
+    def __call__(self, _conn, _pid, _channel, payload: str) -> None:  # delivered after the commit, in order
+        self.received.append(json.loads(payload))
+        if len(self.received) >= self._count:
+            self._enough.set()
+
+    async def wait(self) -> None:
+        await asyncio.wait_for(self._enough.wait(), 10)
+
+
 def publish_events_of_0011() -> str:
     """0011's publish_events, as it was before 0015 replaced it, renamed publish_events_0011."""
     text = MIGRATION_0011.read_text()
@@ -47,22 +64,15 @@ async def publish(pool: asyncpg.Pool, function: str, labels: list[str], users: d
             await conn.execute("INSERT INTO event_streams (user_id, last_seq, listened_until) "
                                "VALUES ($1, $2, now() + interval '1 hour')", user, int(label[1:]))
     by_user = {user: label for label, user in users.items()}
-    notes: list[dict] = []
-    all_in = asyncio.Event()
-
-    def noted(_conn, _pid, _channel, payload: str) -> None:  # delivered after the commit, in order
-        notes.append(json.loads(payload))
-        if len(notes) == len(labels):
-            all_in.set()
-
+    notes = Notes(len(labels))
     async with pool.acquire() as listener:
-        await listener.add_listener(CHANNEL, noted)
+        await listener.add_listener(CHANNEL, notes)
         async with pool.acquire() as conn:
             await conn.execute(f"SELECT {function}($1::text[], $2::text[], $3::jsonb[], $4)",
                                [users[label] for label in labels], [f"t{k}" for k in range(len(labels))],
                                [{"k": k} for k in range(len(labels))], CHANNEL)
-        await asyncio.wait_for(all_in.wait(), 10)
-        await listener.remove_listener(CHANNEL, noted)
+        await notes.wait()
+        await listener.remove_listener(CHANNEL, notes)
         rows = await listener.fetch("SELECT user_id, seq, type, payload FROM events WHERE user_id = ANY($1) "
                                     "ORDER BY user_id, seq", list(users.values()))
         counters = await listener.fetch("SELECT user_id, last_seq FROM event_streams WHERE user_id = ANY($1)",
@@ -70,7 +80,7 @@ async def publish(pool: asyncpg.Pool, function: str, labels: list[str], users: d
     return (
         sorted((by_user[r["user_id"]], r["seq"], r["type"], r["payload"]["k"]) for r in rows)
         + sorted((by_user[c["user_id"]], "counter", c["last_seq"]) for c in counters),
-        [(by_user[n["user"]], n["id"], n["type"], n["data"]["k"]) for n in notes],
+        [(by_user[n["user"]], n["id"], n["type"], n["data"]["k"]) for n in notes.received],
     )
 
 
@@ -94,18 +104,12 @@ async def test_a_batch_of_many_users_is_numbered_and_notified_as_0011_did(pool):
 @pytest.mark.parametrize("how", ["batch", "one event"])
 async def test_only_users_a_stream_leases_are_notified(pool, how):
     listened, ended, never = new_user(), new_user(), new_user()
-    notes: list[dict] = []
-    notified = asyncio.Event()
-
-    def noted(_conn, _pid, _channel, payload: str) -> None:
-        notes.append(json.loads(payload))
-        notified.set()
-
+    notes = Notes(1)
     async with pool.acquire() as listener, pool.acquire() as conn:
         await conn.execute("INSERT INTO event_streams (user_id, last_seq, listened_until) VALUES "
                            "($1, 0, now() + interval '1 minute'), ($2, 0, now() - interval '1 second')",
                            listened, ended)
-        await listener.add_listener(store.CHANNEL, noted)
+        await listener.add_listener(store.CHANNEL, notes)
         # The one notification comes last: notifications arrive in commit order, so any other
         # would have come before it.
         for user in (never, ended, listened):
@@ -113,10 +117,10 @@ async def test_only_users_a_stream_leases_are_notified(pool, how):
                 await conn.execute("SELECT publish_events($1::text[], '{t}', '{\"{}\"}', $2)", [user], store.CHANNEL)
             else:
                 await store.publish(conn, user, "t", {})
-        await asyncio.wait_for(notified.wait(), 10)
-        await listener.remove_listener(store.CHANNEL, noted)
+        await notes.wait()
+        await listener.remove_listener(store.CHANNEL, notes)
         seqs = await conn.fetch("SELECT user_id, seq FROM events WHERE user_id = ANY($1)", [listened, ended, never])
-    assert [n["user"] for n in notes] == [listened]
+    assert [n["user"] for n in notes.received] == [listened]
     assert sorted((r["user_id"], r["seq"]) for r in seqs) == sorted([(listened, 1), (ended, 1), (never, 1)])
 
 
