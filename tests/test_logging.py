@@ -6,6 +6,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
+import pytest
+
 from commpro.logs import mask_phone
 
 SECRET_BODY = "my PIN is 4242, do not tell"
@@ -127,30 +129,37 @@ async def test_without_the_sandbox_no_header_lowers_a_request(start_service, log
     assert line["level"] == "info"
 
 
-def test_the_access_line_written_directly_is_the_line_structlog_writes(logs):
-    """In JSON the access line skips structlog's chain (commpro.logs._AccessLine): the same keys,
-    values and redaction as the chain gives, and the same level threshold."""
+@pytest.mark.parametrize(("logger", "event", "fields"), [
+    ("commpro.access", "request", {"method": "POST", "route": "/webhook/sms/{to}", "path": "/webhook/sms/+33612345678",
+                                   "status": 204, "duration_ms": 1.5, "user": "alice", "remote": "127.0.0.1"}),
+    ("commpro.messages", "sms_received", {"message_sid": "SM" + "a" * 32, "from_number": "+33612345678",
+                                          "to_number": "+14155550100", "num_media": 0, "duplicate": False,
+                                          "keyword": None, "blocked": False}),
+], ids=["access", "sms_received"])
+def test_a_line_written_directly_is_the_line_structlog_writes(logs, logger, event, fields):
+    """In JSON the access line and a webhook's outcome skip structlog's chain
+    (commpro.logs._DirectLine): the same keys, values and redaction as the chain gives, and the
+    same level threshold."""
     import io
     import json
     import logging
 
     import structlog
 
-    from commpro.logs import _access, configure_logging, log
+    from commpro.logs import _direct, configure_logging
 
-    fields = {"method": "POST", "route": "/webhook/sms/{to}", "path": "/webhook/sms/+33612345678", "status": 204,
-              "duration_ms": 1.5, "user": "alice", "remote": "127.0.0.1"}
     out = io.StringIO()
     configure_logging("INFO", out, "json")
     try:
         structlog.contextvars.bind_contextvars(request_id="r-9")
-        _access.write(logging.INFO, "r-9", **fields)
-        log.log(logging.INFO, "request", **fields)
-        _access.write(logging.DEBUG, "r-9", **fields)  # below INFO: not written
+        _direct.write(logging.INFO, "r-9", logger, event, **fields)
+        structlog.get_logger(logger).log(logging.INFO, event, **fields)
+        _direct.write(logging.DEBUG, "r-9", logger, event, **fields)  # below INFO: not written
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
         configure_logging("DEBUG", logs)
     direct, chained = (json.loads(line) for line in out.getvalue().splitlines())
     assert direct.pop("timestamp") and chained.pop("timestamp")
     assert direct == chained
-    assert direct["path"] == "/webhook/sms/+*******5678" and direct["level"] == "info"
+    assert direct["event"] == event and direct["logger"] == logger and direct["request_id"] == "r-9"
+    assert "+33612345678" not in json.dumps(direct) and direct["level"] == "info"

@@ -26,6 +26,7 @@ from commpro.batcher import Apply, ItemFailed
 from commpro.errors import ValidationError
 from commpro.events import store as events
 from commpro.keys import DataKey
+from commpro.logs import request_line
 from commpro.messages import erasure_store, inbound_store, status_store, store
 from commpro.messages.content import seal
 from commpro.messages.media import MEDIA_FETCH
@@ -34,7 +35,8 @@ from commpro.messages.sms import encoding_of, opt_keyword, twilio_count
 from commpro.numbers.owners import Owner
 from commpro.webhooks import form_int, twiml, webhook_form
 
-log = structlog.get_logger("commpro.messages")
+LOGGER = "commpro.messages"
+log = structlog.get_logger(LOGGER)
 routes = web.RouteTableDef()
 MAX_MEDIA = 10
 # The reply to every inbound message (the twilio builder's, rendered once: the profile showed
@@ -85,8 +87,9 @@ async def inbound_sms(request: web.Request) -> web.Response:
     if row is None:  # no such number (or it was released since the lookup)
         log.info("sms_to_unknown_number", message_sid=form["MessageSid"], to_number=form["To"])
         return twiml(NO_REPLY)
-    log.info("sms_received", message_sid=form["MessageSid"], from_number=form["From"], to_number=form["To"],
-             num_media=num_media, duplicate=not row["inserted"], keyword=keyword, blocked=row["blocked"])
+    request_line(request, LOGGER, "sms_received", message_sid=form["MessageSid"], from_number=form["From"],
+                 to_number=form["To"], num_media=num_media, duplicate=not row["inserted"], keyword=keyword,
+                 blocked=row["blocked"])
     if row["inserted"] and num_media:
         request.config_dict[jobs_key].wake(MEDIA_FETCH)
     return twiml(NO_REPLY)
