@@ -20,7 +20,8 @@ async def test_access_line_and_redaction(service, logs):
     params = {"MessageSid": "SM" + "c" * 32, "From": "+33612345678", "To": number, "Body": SECRET_BODY}
     await service.client.post("/webhook/sms", data=urlencode(params),
                               headers={"Content-Type": "application/x-www-form-urlencoded",
-                                       "X-Twilio-Signature": service.sign("/webhook/sms", params)})
+                                       "X-Twilio-Signature": service.sign("/webhook/sms", params),
+                                       "X-Request-ID": "r-2"})
     await service.client.get("/status", headers={"Authorization": "Bearer " + token[:-3] + "abc"})
     text = logs.getvalue()
     records = logs.records()
@@ -38,6 +39,12 @@ async def test_access_line_and_redaction(service, logs):
         "GET", "/status", 200, "alice", "r-1")
     assert first["duration_ms"] >= 0
     assert access[2]["status"] == 401 and access[2]["user"] is None
+    # The webhook's own line (written directly, as the access line): its logger, level and request.
+    [received] = [r for r in records if r["event"] == "sms_received"]
+    assert set(received) == {"event", "logger", "level", "timestamp", "request_id", "message_sid", "from_number",
+                             "to_number", "num_media", "duplicate", "keyword", "blocked"}
+    assert (received["logger"], received["level"], received["request_id"], received["from_number"]) == (
+        "commpro.messages", "info", "r-2", "+*******5678")
     # No token, no signature, no body, no full number; the masked number is there.
     assert token not in text and token[:-3] not in text
     assert service.sign("/webhook/sms", params) not in text
@@ -67,15 +74,18 @@ def test_a_librarys_own_message_is_masked_too(logs):
 
 def test_console_format_is_for_people_and_still_redacted(logs):
     import io
+    import logging
 
     import structlog
 
-    from commpro.logs import configure_logging
+    from commpro.logs import _direct, configure_logging
 
     out = io.StringIO()
     configure_logging("INFO", out, "console")
     try:
         structlog.get_logger("commpro.test").info("sms_sent", to="+33612345678", body=SECRET_BODY, token="eyJa.b.c")
+        # A line the JSON format writes directly goes through structlog here, redacted the same.
+        _direct.write(logging.INFO, "r-3", "commpro.messages", "sms_received", from_number="+33699998888")
         try:
             raise RuntimeError("boom for +33612345678")
         except RuntimeError:
@@ -83,7 +93,8 @@ def test_console_format_is_for_people_and_still_redacted(logs):
     finally:
         configure_logging("DEBUG", logs)
     text = out.getvalue()
-    assert "sms_sent" in text and not text.lstrip().startswith("{")
+    assert "sms_sent" in text and "sms_received" in text and not text.lstrip().startswith("{")
+    assert "+*******8888" in text and "+33699998888" not in text
     assert "\x1b[" not in text  # no colours when not on a terminal
     assert "+*******5678" in text and "+33612345678" not in text
     assert SECRET_BODY not in text and "eyJa" not in text
@@ -162,4 +173,5 @@ def test_a_line_written_directly_is_the_line_structlog_writes(logs, logger, even
     assert direct.pop("timestamp") and chained.pop("timestamp")
     assert direct == chained
     assert direct["event"] == event and direct["logger"] == logger and direct["request_id"] == "r-9"
-    assert "+33612345678" not in json.dumps(direct) and direct["level"] == "info"
+    assert "+33612345678" not in json.dumps(direct) and "+*******5678" in json.dumps(direct)
+    assert direct["level"] == "info"
