@@ -135,9 +135,9 @@ class _DirectLine:
     and timestamp), without its chain: the context variables copied, the bound logger's level
     method, five processors, the renderer's call. The chain took about 13 µs for the access
     line, this about 6; the inbound SMS webhook's `sms_received` line took 30 µs through the
-    chain, a tenth of that webhook's CPU, and about 10 written here. The console format (development) still goes through
-    structlog. Only the request id is bound as a context variable (below), so it is the only one
-    added here."""
+    chain, a tenth of that webhook's CPU, and about 10 written here. The console format
+    (development) still goes through structlog. Only the request id is bound as a context
+    variable (below), so it is the only one added here."""
 
     def __init__(self) -> None:
         self.min_level = logging.INFO
