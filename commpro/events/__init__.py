@@ -79,9 +79,12 @@ class EventHub:
             except asyncio.QueueFull:
                 sub.overflowed.set()
 
+    def _every(self) -> list[Subscriber]:
+        return [sub for subs in self._subscribers.values() for sub in subs]
+
     def leased_subscribers(self) -> list[Subscriber]:
         """The streams whose lease is taken, to renew."""
-        return [sub for subs in self._subscribers.values() for sub in subs if sub.covered_until is not None]
+        return [sub for sub in self._every() if sub.covered_until is not None]
 
     def leased(self, subs: list[Subscriber], sent_at: float) -> None:
         """`subs`' leases were taken or renewed by a statement sent at `sent_at` (monotonic),
@@ -105,7 +108,7 @@ class EventHub:
             sub.overflowed.set()
 
     def close_all(self, resync: bool = False) -> None:
-        self.close([sub for subs in self._subscribers.values() for sub in subs], resync)
+        self.close(self._every(), resync)
 
     def on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:
