@@ -15,7 +15,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 PIP_COMPILE := $(BIN)/pip-compile --quiet --no-emit-index-url --no-emit-find-links --strip-extras \
 	--allow-unsafe --no-header --annotation-style=line
 
-.PHONY: run test bench harden lint migrate lock clean chromium
+.PHONY: run test bench ab harden lint migrate lock clean chromium
 
 $(STAMP): requirements.txt requirements-dev.txt setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,11 @@ chromium:
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+# Two revisions in paired rounds: `make ab AB="main"` (main against the working tree), or
+# AB="abc123 def456 --kind sms --rounds 8". See README "Benchmarks".
+ab: $(STAMP)
+	$(BIN)/python -m tests.bench.ab $(AB)
 
 # Fault scenarios against real processes (PostgreSQL stopped, SIGKILL, duplicates, the full
 # schemathesis run, hostile traffic): one table of figures. See README "Hardening".

@@ -1,15 +1,18 @@
 """`make bench`'s housekeeping on its PostgreSQL server: what killed runs leave is dropped at the
 next start, and a database some run is still connected to is not; the disk probe beside S3; the
-reference loads' SIDs split between them."""
+reference loads' SIDs split between them. `make ab`'s parts that are not timings: a revision's
+files, the reference's own database, the pairs' order and their ratios."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 
 import asyncpg
+import pytest
 
-from tests.bench import disk, seed, stack
+from tests.bench import ab, disk, seed, stack
 from tests.conftest import create_database
 
 
@@ -69,3 +72,56 @@ def test_sids_split_into_consecutive_slices_none_shared(tmp_path):
     path.write_text("\n".join(sids) + "\n")
     parts = [p.read_text().split() for p in seed.split_sids(path, 3)]
     assert parts == [sids[0:4], sids[4:8], sids[8:10]]
+
+
+def test_ab_runs_a_revision_from_its_own_files_and_the_working_tree_from_the_repository(tmp_path):
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(stack.REPO), *args], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    first = git("rev-list", "--max-parents=0", "HEAD").split()[0]
+    tree, label = ab.checkout(first, tmp_path)
+    assert label == git("rev-parse", "--short", first)
+    assert tree.parent == tmp_path and tree != stack.REPO
+    # That commit's files, not today's: its migrations, its code.
+    assert sorted(p.name for p in (tree / "sql").glob("*.sql")) == sorted(
+        git("ls-tree", "--name-only", f"{first}:sql").split())
+    assert (tree / "commpro" / "__init__.py").read_text() == git("show", f"{first}:commpro/__init__.py") + "\n"
+    assert ab.checkout(first, tmp_path) == (tree, label)  # extracted once
+    here, label = ab.checkout(ab.WORKING_TREE, tmp_path)
+    assert here == stack.REPO and label.startswith(git("rev-parse", "--short", "HEAD"))
+    with pytest.raises(SystemExit, match="no-such-revision"):
+        ab.checkout("no-such-revision", tmp_path)
+
+
+async def test_the_reference_gets_a_database_of_its_own_with_fresh_sids_each_round(pg_server_url, tmp_path):
+    """Its loads' dead rows and autovacuum's work on them land on neither revision's database."""
+    peer_schema = (stack.PEER_SOURCE / "schema.sql").read_text()
+    url, files = await ab.prepare_reference(pg_server_url, peer_schema, 50, 3, tmp_path)
+    try:
+        conn = await asyncpg.connect(url)
+        try:
+            tables = {r["relname"] for r in await conn.fetch(
+                "SELECT relname FROM pg_stat_user_tables WHERE schemaname = 'public'")}
+            stored = {r["sid"]: r["status"] for r in await conn.fetch("SELECT sid, status FROM peer_calls")}
+        finally:
+            await conn.close()
+    finally:
+        await stack.drop_database(pg_server_url, url)
+    assert tables == {"peer_calls"}
+    rounds = [f.read_text().split() for f in files]
+    assert [len(r) for r in rounds] == [50, 50, 50]
+    every = [sid for r in rounds for sid in r]
+    assert len(set(every)) == 150 and set(every) == set(stored) and set(stored.values()) == {"initiated"}
+
+
+def test_ab_alternates_which_revision_goes_first_and_compares_round_by_round():
+    assert [ab.first_in_round(n) for n in range(4)] == [0, 1, 0, 1]
+    base = [{"rps": 1000}, {"rps": 2000}, {"rps": 1500}]
+    change = [{"rps": 1100}, {"rps": 1800}, {"rps": 1500}]
+    c = ab.compare(base, change)
+    assert c["ratios"] == [1.1, 0.9, 1.0]
+    assert (c["median"], c["min"], c["max"], c["faster"], c["slower"]) == (1.0, 0.9, 1.1, 1, 1)
+    report = {"kind": "sms", "rounds": 3, "duration": 8.0, "when": "now", "machine": "here",
+              "revisions": ["abc", "def + edits"], "change_over_base": c, "rows": []}
+    assert "median 1.00× (0.90–1.10); faster in 1 of 3 rounds, slower in 1: 1.10, 0.90, 1.00." in ab.table(report)

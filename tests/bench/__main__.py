@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -58,14 +57,6 @@ REFERENCE, VOICE = "Reference stack, voice status callback", "S3 CommPro, inboun
 
 def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def machine() -> str:
-    load1, _, _ = os.getloadavg()
-    cpu = platform.processor() or platform.machine()
-    return (f"{os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-            f"Python {platform.python_version()}, load average {load1:.1f} at start, "
-            f"{'server on core 0, load on core 1' if stack.two_cores() else 'not pinned'}")
 
 
 def save(report: dict) -> None:
@@ -269,7 +260,7 @@ def table(report: dict) -> str:
 
 
 if __name__ == "__main__":
-    result: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "webhooks": [],
+    result: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": stack.machine(), "webhooks": [],
                     "lists": [], "memory": {}, "rss_mb": {}}
     try:
         asyncio.run(main(result))

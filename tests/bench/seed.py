@@ -39,6 +39,11 @@ FROM generate_series(1, $8) g
 RETURNING sid
 """
 PEER_CALLS = "INSERT INTO peer_calls (sid, status, status_rank) SELECT unnest($1::text[]), 'initiated', 0"
+PEER_ONLY_CALLS = """
+INSERT INTO peer_calls (sid, status, status_rank) SELECT 'CA' || md5($1 || g::text), 'initiated', 0
+FROM generate_series(1, $2) g
+RETURNING sid
+"""
 SEED_CONTACT = """
 INSERT INTO contacts (user_id, phone_number) VALUES ($1, $2)
 ON CONFLICT (user_id, phone_number) DO UPDATE SET updated_at = contacts.updated_at RETURNING id
@@ -94,6 +99,18 @@ async def webhook_fixtures(conn: asyncpg.Connection, peer_schema: str, to_number
     return Fixtures(rounds=[await one(f"round{r}", "CA", f"round{r}:", True) for r in range(rounds)],
                     ceiling=await one("ceiling", "CAc", "CAc", True),
                     memory=await one("memory", "CA", "memory:", False, memory_count))
+
+
+async def peer_fixtures(conn: asyncpg.Connection, peer_schema: str, count: int, rounds: int, out: Path) -> list[Path]:
+    """The reference stack's table alone, in a database of its own, with a file of `count` call
+    SIDs for each round."""
+    await conn.execute(peer_schema)
+    files = []
+    for r in range(rounds):
+        sids = [row["sid"] for row in await conn.fetch(PEER_ONLY_CALLS, f"peer{r}:", count)]
+        files.append(out / f"peer-round{r}-calls.txt")
+        files[-1].write_text("\n".join(sids) + "\n")
+    return files
 
 
 def split_sids(path: Path, parts: int) -> list[Path]:

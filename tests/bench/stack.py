@@ -10,6 +10,7 @@ import asyncio
 import filecmp
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
+import psutil
 from aiohttp.test_utils import unused_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +50,14 @@ def pinned(core: int, argv: list[str]) -> list[str]:
 def pin_self(core: int) -> None:
     if two_cores():
         os.sched_setaffinity(0, {core})
+
+
+def machine() -> str:
+    load1, _, _ = os.getloadavg()
+    cpu = platform.processor() or platform.machine()
+    return (f"{os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+            f"Python {platform.python_version()}, load average {load1:.1f} at start, "
+            f"{'servers on core 0, load on core 1' if two_cores() else 'not pinned'}")
 
 
 def database_server_url() -> str:
@@ -168,10 +178,11 @@ def commpro_env(database_url: str, port: int, data_dir: Path) -> dict[str, str]:
             "COMMPRO_PRICES_FIRST_AFTER_S": "86400"}
 
 
-async def start_commpro(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """`python -m commpro serve` as in production: access log (to /dev/null), metrics, auth."""
+async def start_commpro(env: dict[str, str], cwd: Path = REPO) -> tuple[subprocess.Popen, str]:
+    """`python -m commpro serve` as in production: access log (to /dev/null), metrics, auth. The
+    code is `cwd`'s (`-m` puts it first on the path), another revision's in an A/B run."""
     base = f"http://127.0.0.1:{env['PORT']}"
-    proc = spawn(pinned(0, [sys.executable, "-m", "commpro", "serve"]), cwd=REPO, env={**os.environ, **env})
+    proc = spawn(pinned(0, [sys.executable, "-m", "commpro", "serve"]), cwd=cwd, env={**os.environ, **env})
     await wait_ready(base + "/healthz", proc)
     return proc, base
 

@@ -1,0 +1,253 @@
+"""`python -m tests.bench.ab BASE [CHANGE]` (`make ab`): two revisions of CommPro under one
+webhook load, in paired rounds, to tell whether a change is faster.
+
+A change's effect on this 2-core machine is often smaller than the machine's drift between two
+runs of `make bench` (S1's ratio to the reference went from 1.16 to 1.63 within one run). So the
+two revisions run in one session, each as its own server (`python -m commpro serve` in a copy of
+that revision's files, on this checkout's virtualenv) on its own database (migrated by that
+revision's `commpro migrate`, seeded alike), and each round loads one then the other, the order
+alternating: the first of a pair did better in 8 of 10 pairs of one run. The figure to read is
+the change's rate over the base's in each round: its median, its range, and in how many rounds
+the change was faster. A load of the reference stack's status callbacks opens each round, a
+gauge of the machine's speed; each revision's ratio to it is the figure `make bench` reports.
+
+BASE and CHANGE are git revisions; CHANGE is the working tree by default ("."), uncommitted
+edits included. One revision twice (an A/A run) shows the noise that a change must beat.
+
+Knobs: --kind status|sms|msgstatus (status), --rounds (8), --duration (8 s, after 1 s of
+warm-up), DATABASE_URL (else the embedded PostgreSQL). Prints one Markdown table, and writes it
+with every round's figures as JSON to .commpro/bench/ab.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import orjson
+from aiohttp.test_utils import unused_port
+
+from commpro.logs import configure_logging
+from tests.bench import rounds, seed, stack
+
+RESULTS = stack.BUILD / "ab.json"
+WORKING_TREE = "."
+WARMUP = 1.0
+# SIDs a load may post per second: a status moves forward once per SID, and the loads cycle
+# their files from the top (S1 runs at about 3,000 a second here).
+SIDS_PER_S = 6_000
+KINDS = ("status", "sms", "msgstatus")
+
+
+def say(text: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", "-C", str(stack.REPO), *args], check=False, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"git {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def checkout(revision: str, into: Path) -> tuple[Path, str]:
+    """The files of `revision` (a copy under `into`; the repository itself for the working tree)
+    and a label for the report: the short commit, "+ edits" when the working tree has any."""
+    if revision == WORKING_TREE:
+        edits = _git("status", "--porcelain", "--untracked-files=no")
+        return stack.REPO, _git("rev-parse", "--short", "HEAD") + (" + edits" if edits else "")
+    commit = _git("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+    tree = into / commit
+    if not tree.is_dir():
+        archive = subprocess.run(["git", "-C", str(stack.REPO), "archive", commit], capture_output=True, check=True)
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(tree, filter="data")
+    return tree, _git("rev-parse", "--short", commit)
+
+
+async def prepare(tree: Path, server_url: str, peer_schema: str, count: int, n_rounds: int,
+                  work: Path) -> tuple[str, seed.Fixtures]:
+    """A database of its own, migrated by `tree`'s code, with each round's SIDs."""
+    url = await stack.fresh_database(server_url)
+    # Its own port: the configuration wants one, though `migrate` serves nothing.
+    env = stack.commpro_env(url, unused_port(), work / "data") | {"LOG_LEVEL": "WARNING"}
+    migrate = await asyncio.create_subprocess_exec(sys.executable, "-m", "commpro", "migrate", cwd=tree,
+                                                   env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    if await migrate.wait():
+        raise SystemExit(f"commpro migrate failed in {tree}")
+    conn = await asyncpg.connect(url)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        fixtures = await seed.webhook_fixtures(conn, peer_schema, stack.TO_NUMBER, count, n_rounds, 1, work)
+        await seed.settle(conn)
+    finally:
+        await conn.close()
+    return url, fixtures
+
+
+async def prepare_reference(server_url: str, peer_schema: str, count: int, n_rounds: int,
+                            work: Path) -> tuple[str, list[Path]]:
+    """The reference stack's database: its own, so that its loads' dead rows (and autovacuum's
+    work on them) land on neither revision's."""
+    url = await stack.fresh_database(server_url)
+    conn = await asyncpg.connect(url)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        files = await seed.peer_fixtures(conn, peer_schema, count, n_rounds, work)
+        await seed.settle(conn)
+    finally:
+        await conn.close()
+    return url, files
+
+
+def load_of(kind: str, peer_dir: Path, sids: seed.Sids | Path, base: str) -> tuple:
+    """Meter.run's (script, base, kind, arguments) for one load of `kind` on a round's SIDs (a
+    file of call SIDs alone for the reference's status callbacks)."""
+    shared = peer_dir / "status-load.js"
+    calls = sids if isinstance(sids, Path) else sids.calls
+    return {"status": (shared, base, "status", ("--sids", str(calls))),
+            "sms": (shared, base, "sms", ()),
+            "msgstatus": (stack.LOAD_JS, base, "msgstatus", ("--msids", str(getattr(sids, "messages", ""))))}[kind]
+
+
+def compare(base: list[dict], change: list[dict]) -> dict:
+    """The change's rate over the base's, round by round: median, range, rounds faster."""
+    ratios = [c["rps"] / b["rps"] for b, c in zip(base, change, strict=True) if b["rps"]]
+    return {"ratios": [round(r, 3) for r in ratios],
+            "median": round(statistics.median(ratios), 3) if ratios else None,
+            "min": round(min(ratios), 3) if ratios else None, "max": round(max(ratios), 3) if ratios else None,
+            "faster": sum(r > 1 for r in ratios), "slower": sum(r < 1 for r in ratios)}
+
+
+def first_in_round(n: int) -> int:
+    """Which revision (0 base, 1 change) is loaded first in round `n`: in turn."""
+    return n % 2
+
+
+async def main(args: argparse.Namespace, report: dict) -> None:
+    stack.pin_self(1)
+    configure_logging("WARNING", sys.stderr)
+    work = Path(tempfile.mkdtemp(prefix="commpro-ab-"))
+    peer_dir = stack.build_peer()
+    server_url = stack.database_server_url()
+    await stack.drop_stale_databases(server_url)
+    trees = [checkout(rev, work / "trees") for rev in (args.base, args.change)]
+    report["revisions"] = [label for _, label in trees]
+    count = int(SIDS_PER_S * (args.duration + WARMUP))
+    peer_schema = (peer_dir / "schema.sql").read_text()
+    urls: list[str] = []
+    procs = []
+    try:
+        # Each round's SIDs, and one more set for a first load of each server that is not
+        # counted: its connections, caches and plans made, and for inbound SMS its contacts.
+        fixtures = []
+        for i, (tree, label) in enumerate(trees):
+            say(f"{label}: migrating and seeding {args.rounds} rounds of {count:,} SIDs")
+            url, fx = await prepare(tree, server_url, peer_schema, count, args.rounds + 1, work / f"v{i}")
+            urls.append(url)
+            fixtures.append(fx.rounds)
+        url, peer_sids = await prepare_reference(server_url, peer_schema, count, args.rounds, work / "reference")
+        urls.append(url)
+        peer, peer_base = await stack.start_peer(peer_dir, url)
+        procs.append(peer)
+        servers = []
+        for i, (tree, _) in enumerate(trees):
+            proc, base = await stack.start_commpro(stack.commpro_env(urls[i], unused_port(), work / f"data{i}"),
+                                                   cwd=tree)
+            procs.append(proc)
+            servers.append((proc.pid, base))
+        meter = rounds.Meter(rounds.Timing(args.duration, WARMUP, 32), await rounds.postmaster(url))
+        say("a first load of each server, not counted")
+        for i, (pid, base) in enumerate(servers):
+            await meter.run(pid, *load_of(args.kind, peer_dir, fixtures[i][args.rounds], base))
+        # Then statistics for what it made. Foreign keys' checks are planned once per connection:
+        # a check on `contacts` planned while the table had a row or two stays a sequential scan
+        # (in an A/A run of inbound SMS, one scan of every contact per message, the first
+        # server's rate 0.5× the second's) until an analyze of the table, which autovacuum does
+        # when it comes round to that database. Analysed now, both are replanned alike.
+        for db in urls[:2]:
+            conn = await asyncpg.connect(db)
+            try:
+                await seed.settle(conn)
+            finally:
+                await conn.close()
+        samples: dict[str, list[dict]] = {"reference": [], "base": [], "change": []}
+        for n in range(args.rounds):
+            samples["reference"].append(await meter.run(peer.pid, *load_of("status", peer_dir, peer_sids[n],
+                                                                           peer_base)))
+            order = [0, 1] if first_in_round(n) == 0 else [1, 0]
+            for i in order:
+                pid, base = servers[i]
+                samples[("base", "change")[i]].append(await meter.run(pid, *load_of(args.kind, peer_dir,
+                                                                                    fixtures[i][n], base)))
+            b, c, r = samples["base"][-1], samples["change"][-1], samples["reference"][-1]
+            say(f"round {n + 1} of {args.rounds}: reference {r['rps']:,.0f}, base {b['rps']:,.0f}, "
+                f"change {c['rps']:,.0f} ({c['rps'] / b['rps']:.2f}×), change first: {first_in_round(n) == 1}")
+            report["rows"] = [rounds.summary(name, samples[name], None if name == "reference" else samples["reference"])
+                              for name in samples]
+            report["change_over_base"] = compare(samples["base"], samples["change"])
+            save(report)
+    finally:
+        for proc in procs:
+            stack.stop(proc)
+        for url in urls:
+            await stack.drop_database(server_url, url)
+
+
+def save(report: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+
+
+def table(report: dict) -> str:
+    labels = {"reference": "reference stack, status callbacks", "base": f"base {report['revisions'][0]}",
+              "change": f"change {report['revisions'][1]}"}
+    out = [(f"A/B of {report['kind']}, {report['rounds']} rounds of {report['duration']} s, {report['when']} "
+            f"on {report['machine']}."), "",
+           "| | rounds | rps | p50 ms | p99 ms | × reference (min–max) | CPU µs/req server / PostgreSQL / load |",
+           "|---|---|---|---|---|---|---|"]
+    for row in report.get("rows", []):
+        versus = ("1.00" if row["vs_reference"] is None
+                  else f"{row['vs_reference']:.2f} ({row['vs_reference_min']:.2f}–{row['vs_reference_max']:.2f})")
+        cpu = " / ".join("n/a" if row["cpu_us"][p] is None else f"{row['cpu_us'][p]:,.0f}" for p in rounds.CPU_PARTS)
+        out.append(f"| {labels[row['scenario']]} | {row['rounds']} | {row['rps']:,.0f} | {row['p50_ms']:.1f} "
+                   f"| {row['p99_ms']:.1f} | {versus} | {cpu} |")
+    c = report.get("change_over_base")
+    if c and c["ratios"]:
+        out += ["", (f"Change over base, round by round: median {c['median']:.2f}× ({c['min']:.2f}–{c['max']:.2f}); "
+                     f"faster in {c['faster']} of {len(c['ratios'])} rounds, slower in {c['slower']}: "
+                     + ", ".join(f"{r:.2f}" for r in c["ratios"]) + ".")]
+    return "\n".join(out)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.ab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("base", help="the git revision to compare against")
+    parser.add_argument("change", nargs="?", default=WORKING_TREE, help="a git revision, or . (the working tree)")
+    parser.add_argument("--kind", choices=KINDS, default="status")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per load, after 1 s of warm-up")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    options = parse(sys.argv[1:])
+    result: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": stack.machine(),
+                    "kind": options.kind,
+                    "rounds": options.rounds, "duration": options.duration, "revisions": [options.base, options.change]}
+    try:
+        asyncio.run(main(options, result))
+    finally:
+        save(result)
+        print(table(result))
+        print(f"\n(JSON: {RESULTS})", file=sys.stderr)
