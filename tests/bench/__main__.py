@@ -119,7 +119,7 @@ async def main(report: dict) -> None:
         # The server's RSS at each phase's end: where memory grows, if it does.
         rss = report["rss_mb"]
         rss["started"] = process.memory_info().rss / 2**20
-        meter = rounds.Meter(rounds.Timing(DURATION, WARMUP, CONNS), await rounds.postmaster(database_url))
+        meter = rounds.Meter(rounds.Timing(DURATION, WARMUP, CONNS), await rounds.postmaster(database_url), keeper)
         samples: dict[str, list[dict]] = {name: [] for name in (REFERENCE, STATUS, SMS, MSGSTATUS, VOICE)}
 
         # S3 first: after S2 it once had a p99 of 66 ms, from the price fetches each inbound SMS

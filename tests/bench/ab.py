@@ -147,6 +147,7 @@ async def main(args: argparse.Namespace, report: dict) -> None:
     peer_schema = (peer_dir / "schema.sql").read_text()
     urls: list[str] = []
     procs = []
+    keeper = None
     try:
         # Each round's SIDs, and one more set for a first load of each server that is not
         # counted: its connections, caches and plans made, and for inbound SMS its contacts.
@@ -166,7 +167,8 @@ async def main(args: argparse.Namespace, report: dict) -> None:
                                                    cwd=tree)
             procs.append(proc)
             servers.append((proc.pid, base))
-        meter = rounds.Meter(rounds.Timing(args.duration, WARMUP, 32), await rounds.postmaster(url))
+        keeper = await asyncpg.connect(url)
+        meter = rounds.Meter(rounds.Timing(args.duration, WARMUP, 32), await rounds.postmaster(url), keeper)
         say("a first load of each server, not counted")
         for i, (pid, base) in enumerate(servers):
             await meter.run(pid, *load_of(args.kind, peer_dir, fixtures[i][args.rounds], base))
@@ -200,6 +202,8 @@ async def main(args: argparse.Namespace, report: dict) -> None:
     finally:
         for proc in procs:
             stack.stop(proc)
+        if keeper is not None:
+            await keeper.close()
         for url in urls:
             await stack.drop_database(server_url, url)
 
@@ -214,14 +218,16 @@ def table(report: dict) -> str:
               "change": f"change {report['revisions'][1]}"}
     out = [(f"A/B of {report['kind']}, {report['rounds']} rounds of {report['duration']} s, {report['when']} "
             f"on {report['machine']}."), "",
-           "| | rounds | rps | p50 ms | p99 ms | × reference (min–max) | CPU µs/req server / PostgreSQL / load |",
-           "|---|---|---|---|---|---|---|"]
+           ("| | rounds | rps | p50 ms | p99 ms | × reference (min–max) | CPU µs/req server / PostgreSQL / load "
+            "| WAL bytes/req |"),
+           "|---|---|---|---|---|---|---|---|"]
     for row in report.get("rows", []):
         versus = ("1.00" if row["vs_reference"] is None
                   else f"{row['vs_reference']:.2f} ({row['vs_reference_min']:.2f}–{row['vs_reference_max']:.2f})")
         cpu = " / ".join("n/a" if row["cpu_us"][p] is None else f"{row['cpu_us'][p]:,.0f}" for p in rounds.CPU_PARTS)
+        wal = "n/a" if row["wal_bytes"] is None else f"{row['wal_bytes']:,.0f}"
         out.append(f"| {labels[row['scenario']]} | {row['rounds']} | {row['rps']:,.0f} | {row['p50_ms']:.1f} "
-                   f"| {row['p99_ms']:.1f} | {versus} | {cpu} |")
+                   f"| {row['p99_ms']:.1f} | {versus} | {cpu} | {wal} |")
     c = report.get("change_over_base")
     if c and c["ratios"]:
         out += ["", (f"Change over base, round by round: median {c['median']:.2f}× ({c['min']:.2f}–{c['max']:.2f}); "

@@ -24,6 +24,7 @@ import psutil
 from tests.bench import stack
 
 CPU_PARTS = ("server", "postgres", "load")
+WAL_POSITION = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8"
 
 
 def tree_seconds(root: psutil.Process) -> float:
@@ -80,19 +81,28 @@ class Meter:
 
     timing: Timing
     postgres: psutil.Process | None
+    # A connection to read the WAL's position through: the bytes of WAL per request, a steadier
+    # figure than the rate where a change writes less (the server's whole WAL, as its CPU).
+    wal: asyncpg.Connection | None = None
 
     async def run(self, server: int, script: Path, base: str, kind: str, extra: tuple[str, ...] = ()) -> dict:
         proc = psutil.Process(server)
+        wal_before = await self._wal()
         before = (tree_seconds(proc), self._pg(), children_seconds())
         result = await stack.load(script, base, kind, duration=self.timing.duration, warmup=self.timing.warmup,
                                   conns=self.timing.conns, extra=extra)
         after = (tree_seconds(proc), self._pg(), children_seconds())
+        wal_after = await self._wal()
         # The load counts the requests of its timed part only; the CPU runs through its warm-up
         # too, at about the same rate.
-        requests = result["requests"] * (self.timing.warmup + self.timing.duration) / self.timing.duration
-        result["cpu_us"] = {part: None if a is None else round((a - b) / max(requests, 1) * 1e6, 1)
+        requests = max(result["requests"] * (self.timing.warmup + self.timing.duration) / self.timing.duration, 1)
+        result["cpu_us"] = {part: None if a is None else round((a - b) / requests * 1e6, 1)
                             for part, b, a in zip(CPU_PARTS, before, after, strict=True)}
+        result["wal_bytes"] = None if wal_before is None else round((wal_after - wal_before) / requests)
         return result
+
+    async def _wal(self) -> float | None:
+        return None if self.wal is None else await self.wal.fetchval(WAL_POSITION)
 
     async def idle(self, server: int, seconds: float) -> dict[str, float | None]:
         """CPU milliseconds per second of the server and of PostgreSQL with no load (timers,
@@ -118,7 +128,8 @@ def summary(scenario: str, samples: list[dict], reference: list[dict] | None) ->
     samples), the ratio of each round's rps to that round's reference rps: median, min, max."""
     row = {"scenario": scenario, "rounds": len(samples),
            **{key: median([s[key] for s in samples]) for key in ("rps", "p50_ms", "p99_ms")},
-           "cpu_us": {part: median([s["cpu_us"][part] for s in samples]) for part in CPU_PARTS}}
+           "cpu_us": {part: median([s["cpu_us"][part] for s in samples]) for part in CPU_PARTS},
+           "wal_bytes": median([s.get("wal_bytes") for s in samples])}
     if reference is not None:
         ratios = [s["rps"] / r["rps"] for s, r in zip(samples, reference, strict=False) if r["rps"]]
         row |= {"vs_reference": median(ratios), "vs_reference_min": round(min(ratios), 2) if ratios else None,
