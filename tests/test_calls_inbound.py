@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 import xml.etree.ElementTree as ET
 from urllib.parse import parse_qs, urlsplit
 
@@ -41,6 +42,7 @@ async def test_forward_rings_app_and_phone_and_records_the_call(service):
     await service.sandbox_idle()
     [call] = await calls_of(service, user)
     assert (call["direction"], call["from"], call["to"], call["sid"]) == ("inbound", CALLER, number, result["callSid"])
+    assert uuid.UUID(call["id"]).version == 7  # time-ordered (commpro/ids.py)
     assert call["status"] == "completed" and call["answeredAt"] and call["durationSec"] == 7
     assert call["voicemail"] is None
 

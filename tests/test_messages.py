@@ -80,6 +80,7 @@ async def test_send_sms_is_delivered_and_listed(service, owner):
     assert resp.status == 201
     sent = await resp.json()
     assert sent["status"] == "queued" and sent["sid"].startswith("SM")
+    assert uuid.UUID(sent["messageId"]).version == 7  # time-ordered (commpro/ids.py)
     assert (sent["segments"], sent["encoding"]) == (1, "UCS-2")
     await service.sandbox_idle()
     [conv] = await conversations(service, user)
@@ -168,7 +169,8 @@ async def test_identical_inbound_webhooks_store_one_message(service, owner):
     await asyncio.gather(*[inbound(service, PEER, number, "once only", MessageSid=sid) for _ in range(8)])
     [conv] = await conversations(service, user)
     assert conv["unreadCount"] == 1
-    assert len((await conversation(service, user, conv["contactId"]))["messages"]) == 1
+    [message] = (await conversation(service, user, conv["contactId"]))["messages"]
+    assert uuid.UUID(message["id"]).version == 7
 
 
 async def test_unknown_number_gets_empty_twiml_and_nothing_is_stored(service, logs):

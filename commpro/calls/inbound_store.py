@@ -14,6 +14,7 @@ import asyncpg
 
 from commpro.calls.leg_store import CONNECT_CALL
 from commpro.events.store import NOTIFY_EVENT, PUBLISH_CTES
+from commpro.ids import uuid7
 from commpro.numbers.store import NUMBER_COLUMNS
 
 # $1 To (the number called), $2 a new call id, $3 CallSid, $4 From. No row: not one of our
@@ -43,7 +44,7 @@ async def insert_inbound_call(conn: asyncpg.Connection, to_number: str, sid: str
     """(the number with `registered_identity`, the call's id): the call is stored and its
     call.created event published, once per CallSid; run it outside a transaction (it is one).
     (None, None) when `to_number` is not ours."""
-    call_id = uuid.uuid4()
+    call_id = uuid7()
     number = await conn.fetchrow(INSERT_INBOUND_CALL, to_number, call_id, sid, from_number)
     if number is None:
         return None, None

@@ -22,6 +22,7 @@ from commpro.calls.twiml import webhook_url
 from commpro.errors import AppError, Conflict, Forbidden, NotFound
 from commpro.events import store as events
 from commpro.guards import Bind, spend
+from commpro.ids import uuid7
 from commpro.messages import media_store, store
 from commpro.messages.content import seal
 from commpro.messages.media import signed_media_url
@@ -64,7 +65,7 @@ async def send_message(state: Mapping, user: str, from_number: str, to_number: s
         raise Forbidden("'from' is not one of your numbers", details={"from": "not yours"})
     await spend(pool, user, "messages.send", config.messages.rate_per_minute)
     encoding, _ = encoding_and_segments(body)
-    message_id = uuid.uuid4()
+    message_id = uuid7()
     media_ids = [uuid.uuid4() for _ in uploads]
     async with pool.acquire() as conn, conn.transaction():
         contact = await store.upsert_contact(conn, user, to_number)

@@ -25,6 +25,7 @@ from commpro.appkeys import (
 from commpro.batcher import Apply, ItemFailed
 from commpro.errors import ValidationError
 from commpro.events import store as events
+from commpro.ids import uuid7
 from commpro.keys import DataKey
 from commpro.logs import request_line
 from commpro.messages import erasure_store, inbound_store, status_store, store
@@ -60,7 +61,7 @@ async def inbound_sms(request: web.Request) -> web.Response:
     keyword = opt_keyword(body, form.get("OptOutType"))
     encoding = encoding_of(body)
     owners = request.config_dict[number_owners_key]
-    message_id = uuid.uuid4()
+    message_id = uuid7()
     media = _pending_media(form, num_media)
     jobs = _jobs(config.prices.first_after_s)
 
