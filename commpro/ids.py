@@ -4,9 +4,10 @@ A random (v4) id lands on a random leaf of its primary key's index, and, the fir
 is touched after a checkpoint, PostgreSQL writes the whole 8 KiB page to the WAL, which the
 commit flushes. Where messages between two checkpoints are few beside the index's leaves (a big
 table, a steady trickle: production), that is nearly every insert: `inbound_sms_batch` on a
-million messages, a checkpoint every 9,600, wrote 8.2 KB of WAL per message with v4 ids and
-2.8 KB with these, each new id sorting after the last millisecond's, so that the inserts share
-the index's last leaves (the price job's key, the message id, too). README: Database.
+million messages, a checkpoint every 9,600, wrote 8.3 KB of WAL per message with v4 ids and 2.8
+KB with these (tests/bench/wal_ids.py), each new id sorting after the last millisecond's, so
+that the inserts share the index's last leaves (the price job's key, the message id, too).
+README: Database.
 
 They carry their creation time to the millisecond, as the rows' `created_at` does, beside 74
 random bits. Python 3.14's `uuid.uuid7` (which also orders the ids of one millisecond) is not in

@@ -74,31 +74,53 @@ def test_sids_split_into_consecutive_slices_none_shared(tmp_path):
     assert parts == [sids[0:4], sids[4:8], sids[8:10]]
 
 
-def test_ab_runs_a_revision_from_its_own_files_and_the_working_tree_from_the_repository(tmp_path):
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(stack.REPO), *args], check=True, capture_output=True,
-                              text=True).stdout.strip()
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(stack.REPO), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
 
-    first = git("rev-list", "--max-parents=0", "HEAD").split()[0]
+
+def test_ab_runs_a_revision_from_its_own_files_and_the_working_tree_from_the_repository(tmp_path):
+    first = _git("rev-list", "--max-parents=0", "HEAD").split()[0]
     tree, label = ab.checkout(first, tmp_path)
-    assert label == git("rev-parse", "--short", first)
+    assert label == _git("rev-parse", "--short", first)
     assert tree.parent == tmp_path and tree != stack.REPO
     # That commit's files, not today's: its migrations, its code.
     assert sorted(p.name for p in (tree / "sql").glob("*.sql")) == sorted(
-        git("ls-tree", "--name-only", f"{first}:sql").split())
-    assert (tree / "commpro" / "__init__.py").read_text() == git("show", f"{first}:commpro/__init__.py") + "\n"
-    assert ab.checkout(first, tmp_path) == (tree, label)  # extracted once
+        _git("ls-tree", "--name-only", f"{first}:sql").split())
+    assert (tree / "commpro" / "__init__.py").read_text() == _git("show", f"{first}:commpro/__init__.py") + "\n"
+    (tree / "marker").touch()
+    assert ab.checkout(first, tmp_path) == (tree, label) and (tree / "marker").exists()  # unpacked once
+    assert [p.name for p in tmp_path.iterdir()] == [tree.name]  # nothing partial left beside
     here, label = ab.checkout(ab.WORKING_TREE, tmp_path)
-    assert here == stack.REPO and label.startswith(git("rev-parse", "--short", "HEAD"))
+    assert here == stack.REPO and label.startswith(_git("rev-parse", "--short", "HEAD"))
     with pytest.raises(SystemExit, match="no-such-revision"):
         ab.checkout("no-such-revision", tmp_path)
 
 
+async def test_a_revision_is_migrated_by_its_own_code(pg_server_url, tmp_path):
+    """The revision before sql/0016 was added: its database holds its 15 migrations, not 16."""
+    added = _git("log", "--diff-filter=A", "--format=%H", "--", "sql/0016_notify_only_listened.sql")
+    tree, _ = ab.checkout(f"{added}~1", tmp_path / "trees")
+    url = await stack.fresh_database(pg_server_url)
+    try:
+        fixtures = await ab.prepare(tree, url, (stack.PEER_SOURCE / "schema.sql").read_text(), 10, 2, tmp_path / "v")
+        conn = await asyncpg.connect(url)
+        try:
+            applied = [r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations ORDER BY version")]
+            calls = await conn.fetchval("SELECT count(*) FROM calls")
+        finally:
+            await conn.close()
+    finally:
+        await stack.drop_database(pg_server_url, url)
+    assert applied == sorted(p.name for p in (tree / "sql").glob("*.sql")) and len(applied) == 15
+    assert [len(r.calls.read_text().split()) for r in fixtures.rounds] == [10, 10]
+    assert calls == 2 * 10 + 10 + 1  # the rounds', the SQL ceiling's, the memory phase's one (seed.py)
 async def test_the_reference_gets_a_database_of_its_own_with_fresh_sids_each_round(pg_server_url, tmp_path):
     """Its loads' dead rows and autovacuum's work on them land on neither revision's database."""
     peer_schema = (stack.PEER_SOURCE / "schema.sql").read_text()
-    url, files = await ab.prepare_reference(pg_server_url, peer_schema, 50, 3, tmp_path)
+    url = await stack.fresh_database(pg_server_url)
     try:
+        files = await ab.prepare_reference(url, peer_schema, 50, 3, tmp_path)
         conn = await asyncpg.connect(url)
         try:
             tables = {r["relname"] for r in await conn.fetch(
@@ -115,13 +137,21 @@ async def test_the_reference_gets_a_database_of_its_own_with_fresh_sids_each_rou
     assert len(set(every)) == 150 and set(every) == set(stored) and set(stored.values()) == {"initiated"}
 
 
-def test_ab_alternates_which_revision_goes_first_and_compares_round_by_round():
+def test_ab_alternates_which_revision_goes_first_and_compares_pairs_of_rounds():
     assert [ab.first_in_round(n) for n in range(4)] == [0, 1, 0, 1]
-    base = [{"rps": 1000}, {"rps": 2000}, {"rps": 1500}]
-    change = [{"rps": 1100}, {"rps": 1800}, {"rps": 1500}]
+    assert ab.parse(["main", "--rounds", "7"]).rounds == 8  # pairs of rounds: even
+    base = [{"rps": 1000}, {"rps": 2000}, {"rps": 1000}, {"rps": 1000}]
+    # Whoever goes first gains: 1.21 then 1 / 1.21 is no difference once paired.
+    change = [{"rps": 1210}, {"rps": 2000 / 1.21}, {"rps": 1100}, {"rps": 1100}]
     c = ab.compare(base, change)
-    assert c["ratios"] == [1.1, 0.9, 1.0]
-    assert (c["median"], c["min"], c["max"], c["faster"], c["slower"]) == (1.0, 0.9, 1.1, 1, 1)
-    report = {"kind": "sms", "rounds": 3, "duration": 8.0, "when": "now", "machine": "here",
-              "revisions": ["abc", "def + edits"], "change_over_base": c, "rows": []}
-    assert "median 1.00× (0.90–1.10); faster in 1 of 3 rounds, slower in 1: 1.10, 0.90, 1.00." in ab.table(report)
+    assert c["ratios"] == [1.21, round(1 / 1.21, 3), 1.1, 1.1]
+    assert c["pairs"] == [1.0, 1.1]
+    assert (c["median"], c["min"], c["max"], c["faster"], c["slower"]) == (1.05, 1.0, 1.1, 1, 0)
+    report = {"kind": "sms", "rounds": 4, "duration": 8.0, "when": "now", "machine": "here",
+              "revisions": ["abc", "def + edits"], "change_over_base": c,
+              "rows": [{"scenario": "change", "rounds": 4, "rps": 1, "p50_ms": 1, "p99_ms": 1, "vs_reference": None,
+                        "cpu_us": {part: None for part in ("server", "postgres", "load")}, "wal_bytes": None,
+                        "codes": {"200": 10, "503": 2}}]}
+    text = ab.table(report)
+    assert "median 1.05× (1.00–1.10), faster in 1 of 2 pairs, slower in 0: 1.00, 1.10." in text
+    assert "Answers other than 2xx: {'change def + edits': {'503': 2}}." in text

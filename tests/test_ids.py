@@ -27,3 +27,4 @@ def test_later_ids_sort_after_earlier_ones_and_none_repeats():
     assert len(set(first + second)) == 10_000
     # The random bits are random: ids of one millisecond differ beyond the timestamp.
     assert len({u.int & (1 << 62) - 1 for u in first}) == 5000
+    assert len({u.int >> 64 & 0xFFF for u in first}) > 1000  # the 12 bits beside the version too

@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
-import orjson
 import psutil
 from aiohttp.test_utils import unused_port
 
@@ -55,13 +54,11 @@ STATUS, SMS, MSGSTATUS = ("S1 CommPro, voice status callback", "S2 CommPro, inbo
 REFERENCE, VOICE = "Reference stack, voice status callback", "S3 CommPro, inbound voice at 200/s"
 
 
-def say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+say = stack.say
 
 
 def save(report: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    stack.save(RESULTS, report)
 
 
 def webhook_rows(samples: dict[str, list[dict]], beside: dict[str, list[dict]],

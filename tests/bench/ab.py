@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
+import math
 import os
-import statistics
+import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
-import orjson
 from aiohttp.test_utils import unused_port
 
 from commpro.logs import configure_logging
@@ -49,10 +47,6 @@ SIDS_PER_S = 6_000
 KINDS = ("status", "sms", "msgstatus")
 
 
-def say(text: str) -> None:
-    print(f"[{datetime.now().strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
 def _git(*args: str) -> str:
     done = subprocess.run(["git", "-C", str(stack.REPO), *args], check=False, capture_output=True, text=True)
     if done.returncode:
@@ -64,21 +58,24 @@ def checkout(revision: str, into: Path) -> tuple[Path, str]:
     """The files of `revision` (a copy under `into`; the repository itself for the working tree)
     and a label for the report: the short commit, "+ edits" when the working tree has any."""
     if revision == WORKING_TREE:
-        edits = _git("status", "--porcelain", "--untracked-files=no")
+        edits = _git("status", "--porcelain")
         return stack.REPO, _git("rev-parse", "--short", "HEAD") + (" + edits" if edits else "")
     commit = _git("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
     tree = into / commit
     if not tree.is_dir():
+        # Unpacked beside, then renamed: a tree that is there is whole.
+        partial = into / f"{commit}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
         archive = subprocess.run(["git", "-C", str(stack.REPO), "archive", commit], capture_output=True, check=True)
-        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-            tar.extractall(tree, filter="data")
+        subprocess.run(["tar", "-x", "-C", str(partial)], input=archive.stdout, check=True)
+        partial.rename(tree)
     return tree, _git("rev-parse", "--short", commit)
 
 
-async def prepare(tree: Path, server_url: str, peer_schema: str, count: int, n_rounds: int,
-                  work: Path) -> tuple[str, seed.Fixtures]:
-    """A database of its own, migrated by `tree`'s code, with each round's SIDs."""
-    url = await stack.fresh_database(server_url)
+async def prepare(tree: Path, url: str, peer_schema: str, count: int, n_rounds: int, work: Path) -> seed.Fixtures:
+    """`url`, a database of its own, migrated by `tree`'s code, with each round's SIDs (seeded by
+    this checkout's tests/bench/seed.py)."""
     # Its own port: the configuration wants one, though `migrate` serves nothing.
     env = stack.commpro_env(url, unused_port(), work / "data") | {"LOG_LEVEL": "WARNING"}
     migrate = await asyncio.create_subprocess_exec(sys.executable, "-m", "commpro", "migrate", cwd=tree,
@@ -92,14 +89,12 @@ async def prepare(tree: Path, server_url: str, peer_schema: str, count: int, n_r
         await seed.settle(conn)
     finally:
         await conn.close()
-    return url, fixtures
+    return fixtures
 
 
-async def prepare_reference(server_url: str, peer_schema: str, count: int, n_rounds: int,
-                            work: Path) -> tuple[str, list[Path]]:
-    """The reference stack's database: its own, so that its loads' dead rows (and autovacuum's
-    work on them) land on neither revision's."""
-    url = await stack.fresh_database(server_url)
+async def prepare_reference(url: str, peer_schema: str, count: int, n_rounds: int, work: Path) -> list[Path]:
+    """The reference stack's database (`url`): its own, so that its loads' dead rows (and
+    autovacuum's work on them) land on neither revision's."""
     conn = await asyncpg.connect(url)
     try:
         work.mkdir(parents=True, exist_ok=True)
@@ -107,7 +102,7 @@ async def prepare_reference(server_url: str, peer_schema: str, count: int, n_rou
         await seed.settle(conn)
     finally:
         await conn.close()
-    return url, files
+    return files
 
 
 def load_of(kind: str, peer_dir: Path, sids: seed.Sids | Path, base: str) -> tuple:
@@ -121,12 +116,19 @@ def load_of(kind: str, peer_dir: Path, sids: seed.Sids | Path, base: str) -> tup
 
 
 def compare(base: list[dict], change: list[dict]) -> dict:
-    """The change's rate over the base's, round by round: median, range, rounds faster."""
-    ratios = [c["rps"] / b["rps"] for b, c in zip(base, change, strict=True) if b["rps"]]
-    return {"ratios": [round(r, 3) for r in ratios],
-            "median": round(statistics.median(ratios), 3) if ratios else None,
-            "min": round(min(ratios), 3) if ratios else None, "max": round(max(ratios), 3) if ratios else None,
-            "faster": sum(r > 1 for r in ratios), "slower": sum(r < 1 for r in ratios)}
+    """The change's rate over the base's, round by round, and by pairs of rounds: the geometric
+    mean of a round with the base first and the next with the change first. Going first is
+    worth a tenth or more either way on this machine (in one run the change was faster in 5 of
+    the 6 rounds it went first, slower in 5 of the 6 it went second), so a round's ratio says as
+    much about the order as about the code; a pair of rounds cancels the order. The figure to
+    read is the pairs': their median, range, and how many were faster."""
+    ratios = [c["rps"] / b["rps"] if b["rps"] else None for b, c in zip(base, change, strict=True)]
+    pairs = [math.sqrt(one * two) for one, two in zip(ratios[0::2], ratios[1::2], strict=False)
+             if one is not None and two is not None]
+    return {"ratios": [None if r is None else round(r, 3) for r in ratios],
+            "pairs": [round(p, 3) for p in pairs], "median": rounds.median(pairs),
+            "min": round(min(pairs), 2) if pairs else None, "max": round(max(pairs), 2) if pairs else None,
+            "faster": sum(p > 1 for p in pairs), "slower": sum(p < 1 for p in pairs)}
 
 
 def first_in_round(n: int) -> int:
@@ -146,71 +148,70 @@ async def main(args: argparse.Namespace, report: dict) -> None:
     count = int(SIDS_PER_S * (args.duration + WARMUP))
     peer_schema = (peer_dir / "schema.sql").read_text()
     urls: list[str] = []
+    # One connection on each database for the whole run: another run's start drops only the
+    # bench databases nobody is on (stack.drop_stale_databases).
+    keepers: list[asyncpg.Connection] = []
     procs = []
-    keeper = None
+
+    async def database() -> str:
+        urls.append(await stack.fresh_database(server_url))
+        keepers.append(await asyncpg.connect(urls[-1]))
+        return urls[-1]
+
     try:
         # Each round's SIDs, and one more set for a first load of each server that is not
         # counted: its connections, caches and plans made, and for inbound SMS its contacts.
         fixtures = []
         for i, (tree, label) in enumerate(trees):
-            say(f"{label}: migrating and seeding {args.rounds} rounds of {count:,} SIDs")
-            url, fx = await prepare(tree, server_url, peer_schema, count, args.rounds + 1, work / f"v{i}")
-            urls.append(url)
+            stack.say(f"{label}: migrating and seeding {args.rounds} rounds of {count:,} SIDs")
+            fx = await prepare(tree, await database(), peer_schema, count, args.rounds + 1, work / f"v{i}")
             fixtures.append(fx.rounds)
-        url, peer_sids = await prepare_reference(server_url, peer_schema, count, args.rounds, work / "reference")
-        urls.append(url)
+        url = await database()
+        peer_sids = await prepare_reference(url, peer_schema, count, args.rounds + 1, work / "reference")
         peer, peer_base = await stack.start_peer(peer_dir, url)
         procs.append(peer)
-        servers = []
+        servers = [(peer.pid, peer_base)]
         for i, (tree, _) in enumerate(trees):
             proc, base = await stack.start_commpro(stack.commpro_env(urls[i], unused_port(), work / f"data{i}"),
                                                    cwd=tree)
             procs.append(proc)
             servers.append((proc.pid, base))
-        keeper = await asyncpg.connect(url)
-        meter = rounds.Meter(rounds.Timing(args.duration, WARMUP, 32), await rounds.postmaster(url), keeper)
-        say("a first load of each server, not counted")
-        for i, (pid, base) in enumerate(servers):
-            await meter.run(pid, *load_of(args.kind, peer_dir, fixtures[i][args.rounds], base))
+        meter = rounds.Meter(rounds.Timing(args.duration, WARMUP, 32), await rounds.postmaster(url), keepers[-1])
+        stack.say("a first load of each server, not counted")
+        await meter.run(peer.pid, *load_of("status", peer_dir, peer_sids[args.rounds], peer_base))
+        for i in (0, 1):
+            await meter.run(servers[i + 1][0], *load_of(args.kind, peer_dir, fixtures[i][args.rounds],
+                                                        servers[i + 1][1]))
         # Then statistics for what it made. Foreign keys' checks are planned once per connection:
         # a check on `contacts` planned while the table had a row or two stays a sequential scan
         # (in an A/A run of inbound SMS, one scan of every contact per message, the first
         # server's rate 0.5× the second's) until an analyze of the table, which autovacuum does
         # when it comes round to that database. Analysed now, both are replanned alike.
-        for db in urls[:2]:
-            conn = await asyncpg.connect(db)
-            try:
-                await seed.settle(conn)
-            finally:
-                await conn.close()
+        for keeper in keepers[:2]:
+            await seed.settle(keeper)
         samples: dict[str, list[dict]] = {"reference": [], "base": [], "change": []}
         for n in range(args.rounds):
             samples["reference"].append(await meter.run(peer.pid, *load_of("status", peer_dir, peer_sids[n],
                                                                            peer_base)))
-            order = [0, 1] if first_in_round(n) == 0 else [1, 0]
-            for i in order:
-                pid, base = servers[i]
+            for i in ((0, 1) if first_in_round(n) == 0 else (1, 0)):
+                pid, base = servers[i + 1]
                 samples[("base", "change")[i]].append(await meter.run(pid, *load_of(args.kind, peer_dir,
                                                                                     fixtures[i][n], base)))
             b, c, r = samples["base"][-1], samples["change"][-1], samples["reference"][-1]
-            say(f"round {n + 1} of {args.rounds}: reference {r['rps']:,.0f}, base {b['rps']:,.0f}, "
-                f"change {c['rps']:,.0f} ({c['rps'] / b['rps']:.2f}×), change first: {first_in_round(n) == 1}")
+            stack.say(f"round {n + 1} of {args.rounds}: reference {r['rps']:,.0f}, base {b['rps']:,.0f}, change "
+                f"{c['rps']:,.0f} ({c['rps'] / max(b['rps'], 1):.2f}×), change first: {first_in_round(n) == 1}")
             report["rows"] = [rounds.summary(name, samples[name], None if name == "reference" else samples["reference"])
                               for name in samples]
             report["change_over_base"] = compare(samples["base"], samples["change"])
-            save(report)
+            stack.save(RESULTS, report)
     finally:
         for proc in procs:
             stack.stop(proc)
-        if keeper is not None:
+        for keeper in keepers:
             await keeper.close()
         for url in urls:
             await stack.drop_database(server_url, url)
-
-
-def save(report: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def table(report: dict) -> str:
@@ -228,11 +229,17 @@ def table(report: dict) -> str:
         wal = "n/a" if row["wal_bytes"] is None else f"{row['wal_bytes']:,.0f}"
         out.append(f"| {labels[row['scenario']]} | {row['rounds']} | {row['rps']:,.0f} | {row['p50_ms']:.1f} "
                    f"| {row['p99_ms']:.1f} | {versus} | {cpu} | {wal} |")
+    failed = {labels[r["scenario"]]: {k: n for k, n in r["codes"].items() if not k.startswith("2")}
+              for r in report.get("rows", [])}
+    failed = {name: codes for name, codes in failed.items() if codes}
+    if failed:  # the loads count every answer: an error answered fast would look like speed
+        out += ["", f"Answers other than 2xx: {failed}."]
     c = report.get("change_over_base")
-    if c and c["ratios"]:
-        out += ["", (f"Change over base, round by round: median {c['median']:.2f}× ({c['min']:.2f}–{c['max']:.2f}); "
-                     f"faster in {c['faster']} of {len(c['ratios'])} rounds, slower in {c['slower']}: "
-                     + ", ".join(f"{r:.2f}" for r in c["ratios"]) + ".")]
+    if c and c["pairs"]:
+        out += ["", (f"Change over base, by pairs of rounds (one with each first): median {c['median']:.2f}× "
+                     f"({c['min']:.2f}–{c['max']:.2f}), faster in {c['faster']} of {len(c['pairs'])} pairs, slower in "
+                     f"{c['slower']}: " + ", ".join(f"{p:.2f}" for p in c["pairs"]) + ". Round by round, base first "
+                     "in odd rounds: " + ", ".join("n/a" if r is None else f"{r:.2f}" for r in c["ratios"]) + ".")]
     return "\n".join(out)
 
 
@@ -241,9 +248,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("base", help="the git revision to compare against")
     parser.add_argument("change", nargs="?", default=WORKING_TREE, help="a git revision, or . (the working tree)")
     parser.add_argument("--kind", choices=KINDS, default="status")
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=8, help="rounded up to an even number (pairs of rounds)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per load, after 1 s of warm-up")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.rounds = max(2, args.rounds + args.rounds % 2)
+    return args
 
 
 if __name__ == "__main__":
@@ -254,6 +263,6 @@ if __name__ == "__main__":
     try:
         asyncio.run(main(options, result))
     finally:
-        save(result)
+        stack.save(RESULTS, result)
         print(table(result))
         print(f"\n(JSON: {RESULTS})", file=sys.stderr)

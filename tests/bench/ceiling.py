@@ -25,6 +25,7 @@ from commpro.calls.prices import PRICES as CALL_PRICES
 from commpro.config import Config
 from commpro.db import create_pool
 from commpro.events import store as events
+from commpro.ids import uuid7
 from commpro.keys import KeyRing
 from commpro.messages import inbound_store as inbound
 from commpro.messages import status_store as message_statuses
@@ -104,7 +105,7 @@ async def asyncpg_tps(config: Config, ceiling_sids: list[str], message_sids: lis
         # without group commit (the webhook's owner is remembered and its key cached).
         number = owner.get(to_number) or await numbers.get_number_owner(conn, to_number)
         owner[to_number] = number
-        user, message_id, i = number["user_id"], uuid.uuid4(), next(n)
+        user, message_id, i = number["user_id"], uuid7(), next(n)
         sender = "+3368" + str(7000000 + i % 5000)
         key = keyring.cached_key(user) or await keyring.data_key(conn, user, create=True)
         body = f"Bonjour, message de charge numero {i}".encode()

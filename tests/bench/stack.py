@@ -14,11 +14,13 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
+import orjson
 import psutil
 from aiohttp.test_utils import unused_port
 
@@ -50,6 +52,15 @@ def pinned(core: int, argv: list[str]) -> list[str]:
 def pin_self(core: int) -> None:
     if two_cores():
         os.sched_setaffinity(0, {core})
+
+
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def save(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
 
 
 def machine() -> str:
@@ -161,7 +172,7 @@ async def start_peer(peer_dir: Path, database_url: str) -> tuple[subprocess.Pope
     env = {**os.environ, "PORT": str(port), "DATABASE_URL": database_url, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
            "PUBLIC_BASE_URL": base}
     proc = spawn(pinned(0, ["node", "server.js"]), cwd=peer_dir, env=env)
-    await wait_ready(base + "/", proc)
+    await ready_or_stopped(base + "/", proc)
     return proc, base
 
 
@@ -183,8 +194,17 @@ async def start_commpro(env: dict[str, str], cwd: Path = REPO) -> tuple[subproce
     code is `cwd`'s (`-m` puts it first on the path), another revision's in an A/B run."""
     base = f"http://127.0.0.1:{env['PORT']}"
     proc = spawn(pinned(0, [sys.executable, "-m", "commpro", "serve"]), cwd=cwd, env={**os.environ, **env})
-    await wait_ready(base + "/healthz", proc)
+    await ready_or_stopped(base + "/healthz", proc)
     return proc, base
+
+
+async def ready_or_stopped(url: str, proc: subprocess.Popen) -> None:
+    """Ready, or stopped before the error goes up: a server never ready would stay on core 0."""
+    try:
+        await wait_ready(url, proc)
+    except BaseException:
+        stop(proc)
+        raise
 
 
 def stop(proc: subprocess.Popen) -> None:
