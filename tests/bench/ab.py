@@ -5,16 +5,17 @@ A change's effect on this 2-core machine is often smaller than the machine's dri
 runs of `make bench` (S1's ratio to the reference went from 1.16 to 1.63 within one run). So the
 two revisions run in one session, each as its own server (`python -m commpro serve` in a copy of
 that revision's files, on this checkout's virtualenv) on its own database (migrated by that
-revision's `commpro migrate`, seeded alike), and each round loads one then the other, the order
-alternating: the first of a pair did better in 8 of 10 pairs of one run. The figure to read is
-the change's rate over the base's in each round: its median, its range, and in how many rounds
-the change was faster. A load of the reference stack's status callbacks opens each round, a
-gauge of the machine's speed; each revision's ratio to it is the figure `make bench` reports.
+revision's `commpro migrate`, seeded by this checkout's seed.py), and each round loads one then
+the other, the order alternating. Going first is worth a tenth or more either way, so the figure
+to read is by pairs of rounds, one with each first (compare). A load of the reference stack's
+status callbacks opens each round, a gauge of the machine's speed; each revision's ratio to it
+is the figure `make bench` reports.
 
-BASE and CHANGE are git revisions; CHANGE is the working tree by default ("."), uncommitted
-edits included. One revision twice (an A/A run) shows the noise that a change must beat.
+BASE and CHANGE are git revisions (23a2969 or later: an older one refuses a setting the bench
+passes); CHANGE is the working tree by default ("."), uncommitted edits included. One revision
+twice (an A/A run) shows the noise that a change must beat.
 
-Knobs: --kind status|sms|msgstatus (status), --rounds (8), --duration (8 s, after 1 s of
+Knobs: --kind status|sms|msgstatus (status), --rounds (8, even), --duration (8 s, after 1 s of
 warm-up), DATABASE_URL (else the embedded PostgreSQL). Prints one Markdown table, and writes it
 with every round's figures as JSON to .commpro/bench/ab.json.
 """
