@@ -106,8 +106,8 @@ def create_app(config: Config, *, twilio: TwilioGateway | None = None) -> web.Ap
     # in 10 paired rounds on a busy machine it gave 1.28x the reference against 1.16x, p99 37 ms
     # against 89, the same PostgreSQL CPU per callback. Connections: a batch that committed
     # gives its own back after starting the next, so a batcher holds up to in_flight + 1 of the
-    # pool for a moment; inbound SMS (no steady gain from a second batch, measured again in 28
-    # paired rounds: README, Benchmarks) keeps one at a time: at most 3 + 3 + 2 of
+    # pool for a moment; inbound SMS (no gain from a second batch beyond the noise, measured
+    # again with `make ab`: README, Benchmarks) keeps one at a time: at most 3 + 3 + 2 of
     # database.pool_max's 10 in a storm of all three kinds.
     batches = {"one_statement": True, "in_flight": 2, "overlap_at": 16}
     app.cleanup_ctx.append(batcher_ctx(call_status_batcher_key, "call-status", call_webhooks.status_batch, **batches))

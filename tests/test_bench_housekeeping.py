@@ -103,9 +103,10 @@ async def test_a_revision_is_migrated_by_its_own_code(pg_server_url, tmp_path):
     tree, _ = ab.checkout(f"{added}~1", tmp_path / "trees")
     url = await stack.fresh_database(pg_server_url)
     try:
-        fixtures = await ab.prepare(tree, url, (stack.PEER_SOURCE / "schema.sql").read_text(), 10, 2, tmp_path / "v")
         conn = await asyncpg.connect(url)
         try:
+            fixtures = await ab.prepare(tree, url, conn, (stack.PEER_SOURCE / "schema.sql").read_text(), 10, 2,
+                                        tmp_path / "v")
             applied = [r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations ORDER BY version")]
             calls = await conn.fetchval("SELECT count(*) FROM calls")
         finally:
@@ -120,9 +121,9 @@ async def test_the_reference_gets_a_database_of_its_own_with_fresh_sids_each_rou
     peer_schema = (stack.PEER_SOURCE / "schema.sql").read_text()
     url = await stack.fresh_database(pg_server_url)
     try:
-        files = await ab.prepare_reference(url, peer_schema, 50, 3, tmp_path)
         conn = await asyncpg.connect(url)
         try:
+            files = await ab.prepare_reference(conn, peer_schema, 50, 3, tmp_path)
             tables = {r["relname"] for r in await conn.fetch(
                 "SELECT relname FROM pg_stat_user_tables WHERE schemaname = 'public'")}
             stored = {r["sid"]: r["status"] for r in await conn.fetch("SELECT sid, status FROM peer_calls")}

@@ -74,35 +74,29 @@ def checkout(revision: str, into: Path) -> tuple[Path, str]:
     return tree, _git("rev-parse", "--short", commit)
 
 
-async def prepare(tree: Path, url: str, peer_schema: str, count: int, n_rounds: int, work: Path) -> seed.Fixtures:
-    """`url`, a database of its own, migrated by `tree`'s code, with each round's SIDs (seeded by
-    this checkout's tests/bench/seed.py)."""
+async def prepare(tree: Path, url: str, conn: asyncpg.Connection, peer_schema: str, count: int, n_rounds: int,
+                  work: Path) -> seed.Fixtures:
+    """`url` (`conn` on it), a database of its own, migrated by `tree`'s code, with each round's
+    SIDs (seeded by this checkout's tests/bench/seed.py)."""
     # Its own port: the configuration wants one, though `migrate` serves nothing.
     env = stack.commpro_env(url, unused_port(), work / "data") | {"LOG_LEVEL": "WARNING"}
     migrate = await asyncio.create_subprocess_exec(sys.executable, "-m", "commpro", "migrate", cwd=tree,
                                                    env={**os.environ, **env}, stdout=subprocess.DEVNULL)
     if await migrate.wait():
         raise SystemExit(f"commpro migrate failed in {tree}")
-    conn = await asyncpg.connect(url)
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-        fixtures = await seed.webhook_fixtures(conn, peer_schema, stack.TO_NUMBER, count, n_rounds, 1, work)
-        await seed.settle(conn)
-    finally:
-        await conn.close()
+    work.mkdir(parents=True, exist_ok=True)
+    fixtures = await seed.webhook_fixtures(conn, peer_schema, stack.TO_NUMBER, count, n_rounds, 1, work)
+    await seed.settle(conn)
     return fixtures
 
 
-async def prepare_reference(url: str, peer_schema: str, count: int, n_rounds: int, work: Path) -> list[Path]:
-    """The reference stack's database (`url`): its own, so that its loads' dead rows (and
+async def prepare_reference(conn: asyncpg.Connection, peer_schema: str, count: int, n_rounds: int,
+                            work: Path) -> list[Path]:
+    """The reference stack's database (`conn`'s): its own, so that its loads' dead rows (and
     autovacuum's work on them) land on neither revision's."""
-    conn = await asyncpg.connect(url)
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-        files = await seed.peer_fixtures(conn, peer_schema, count, n_rounds, work)
-        await seed.settle(conn)
-    finally:
-        await conn.close()
+    work.mkdir(parents=True, exist_ok=True)
+    files = await seed.peer_fixtures(conn, peer_schema, count, n_rounds, work)
+    await seed.settle(conn)
     return files
 
 
@@ -165,10 +159,11 @@ async def main(args: argparse.Namespace, report: dict) -> None:
         fixtures = []
         for i, (tree, label) in enumerate(trees):
             stack.say(f"{label}: migrating and seeding {args.rounds} rounds of {count:,} SIDs")
-            fx = await prepare(tree, await database(), peer_schema, count, args.rounds + 1, work / f"v{i}")
+            url = await database()
+            fx = await prepare(tree, url, keepers[-1], peer_schema, count, args.rounds + 1, work / f"v{i}")
             fixtures.append(fx.rounds)
         url = await database()
-        peer_sids = await prepare_reference(url, peer_schema, count, args.rounds + 1, work / "reference")
+        peer_sids = await prepare_reference(keepers[-1], peer_schema, count, args.rounds + 1, work / "reference")
         peer, peer_base = await stack.start_peer(peer_dir, url)
         procs.append(peer)
         servers = [(peer.pid, peer_base)]

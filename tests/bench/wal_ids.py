@@ -31,11 +31,6 @@ ROUNDS, BATCHES, SIZE = int(os.environ.get("BENCH_ROUNDS", "8")), 150, 16
 USER, TO = "wal-user", "+33123456789"
 
 
-def backend_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
-
-
 async def main() -> None:
     configure_logging("WARNING", sys.stderr)
     server_url = stack.database_server_url()
@@ -49,7 +44,7 @@ async def main() -> None:
             async with seed.secondary_indexes_dropped(conn):
                 await seed.list_rows(conn)
         async with pool.acquire() as conn:
-            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
             jobs = inbound_store.Jobs("message-price", 60.0, "media-fetch")
             sent = 0
 
@@ -70,11 +65,11 @@ async def main() -> None:
                 if n % 2 == 0:
                     await conn.execute("CHECKPOINT")
                 for name in (list(kinds) if n % 2 == 0 else list(kinds)[::-1]):
-                    wal_before, cpu_before = await conn.fetchval(rounds.WAL_POSITION), backend_seconds(pid)
+                    wal_before, cpu_before = await conn.fetchval(rounds.WAL_POSITION), rounds.tree_seconds(backend)
                     for _ in range(BATCHES):
                         await inbound_store.insert_inbound_batch(conn, [message(kinds[name]) for _ in range(SIZE)])
                     wal[name].append((await conn.fetchval(rounds.WAL_POSITION) - wal_before) / (BATCHES * SIZE))
-                    cpu[name].append((backend_seconds(pid) - cpu_before) / (BATCHES * SIZE) * 1e6)
+                    cpu[name].append((rounds.tree_seconds(backend) - cpu_before) / (BATCHES * SIZE) * 1e6)
                 stack.say(f"round {n + 1} of {ROUNDS}: " + ", ".join(
                     f"{name} {wal[name][-1]:,.0f} B, {cpu[name][-1]:.0f} µs" for name in kinds))
         await pool.close()
