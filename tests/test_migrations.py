@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from commpro.db import MIGRATION_LOCK_ID, MIGRATIONS_DIR, MigrationError, load_migrations, mask_dsn, migrate
+from commpro.db import (
+    MIGRATION_LOCK_ID,
+    MIGRATIONS_DIR,
+    MigrationError,
+    create_pool,
+    load_migrations,
+    mask_dsn,
+    migrate,
+)
+from commpro.events import store as events_store
 from tests.conftest import PYTHON, REPO, WAIT_S, python_env
 
 TABLES = {"phone_numbers", "calls", "contacts", "messages", "message_media", "conversations", "user_keys"}
@@ -116,3 +126,47 @@ async def test_start_up_waits_for_migrations_longer_than_a_requests_command_time
     service = await asyncio.wait_for(starting, WAIT_S)
     async with service.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(load_migrations())
+
+
+EVENTS_KEY = "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'events'::regclass AND contype = 'p'"
+EVENTS_INDEXES = "SELECT array_agg(indexrelid::regclass::text ORDER BY 1) FROM pg_index WHERE indrelid = 'events'::regclass"
+EVENTS_COLUMNS = """
+SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
+WHERE attrelid = 'events'::regclass AND attnum > 0 AND NOT attisdropped
+"""
+
+
+async def test_events_published_before_0017_keep_their_numbers_and_the_next_follow_them(empty_database_url,
+                                                                                        tmp_path):
+    """sql/0017 keys events by (user_id, seq) and drops the identity column nothing read: an event
+    then writes two index entries, not three. Events stored before it keep their numbers, a
+    stream's replay reads them as before, and the user's next events take the numbers after."""
+    before = tmp_path / "sql"
+    before.mkdir()
+    for m in load_migrations():
+        if m.version < 17:
+            shutil.copy(MIGRATIONS_DIR / m.name, before)
+    pool = await create_pool(empty_database_url)  # its connections' jsonb codec, for the payloads
+    try:
+        async with pool.acquire() as conn:
+            await _events_keep_their_numbers(conn, before)
+    finally:
+        await pool.close()
+
+
+async def _events_keep_their_numbers(conn: asyncpg.Connection, before_0017: Path) -> None:
+    await migrate(conn, before_0017)
+    assert "id" in await conn.fetchval(EVENTS_COLUMNS)
+    for user in ("u-a", "u-b", "u-a"):
+        await events_store.publish(conn, user, "call.created", {"user": user})
+    assert await migrate(conn) == ["0017_events_keyed_by_user_and_number.sql"]
+    assert await conn.fetchval(EVENTS_KEY) == "PRIMARY KEY (user_id, seq)"
+    assert await conn.fetchval(EVENTS_INDEXES) == ["events_created_idx", "events_pkey"]
+    assert await conn.fetchval(EVENTS_COLUMNS) == ["user_id", "type", "payload", "created_at", "seq"]
+    assert [r["id"] for r in await events_store.events_since(conn, "u-a", 0, 10)] == [1, 2]
+    assert await events_store.publish(conn, "u-a", "call.status", {}) == 3
+    await events_store.publish_many(conn, [("u-b", "call.status", {}), ("u-b", "call.status", {})])
+    replayed = await events_store.events_since(conn, "u-b", 0, 10)
+    assert [(r["id"], r["type"]) for r in replayed] == [(1, "call.created"), (2, "call.status"), (3, "call.status")]
+    with pytest.raises(asyncpg.UniqueViolationError):  # the key still refuses a number twice
+        await conn.execute("INSERT INTO events (user_id, seq, type, payload) VALUES ('u-b', 3, 'x', '{}')")
