@@ -129,7 +129,10 @@ async def test_start_up_waits_for_migrations_longer_than_a_requests_command_time
 
 
 EVENTS_KEY = "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'events'::regclass AND contype = 'p'"
-EVENTS_INDEXES = "SELECT array_agg(indexrelid::regclass::text ORDER BY 1) FROM pg_index WHERE indrelid = 'events'::regclass"
+EVENTS_INDEXES = """
+SELECT array_agg(indexrelid::regclass::text ORDER BY indexrelid::regclass::text) FROM pg_index
+WHERE indrelid = 'events'::regclass
+"""
 EVENTS_COLUMNS = """
 SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
 WHERE attrelid = 'events'::regclass AND attnum > 0 AND NOT attisdropped
