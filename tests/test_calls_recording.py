@@ -144,5 +144,5 @@ async def test_recording_status_callbacks(service):
     assert (await only_call(service, user))["recording"]["durationSec"] == 3
     async with service.pool.acquire() as conn:
         statuses = await conn.fetch("SELECT payload->>'recordingStatus' AS s FROM events WHERE user_id = $1 "
-                                    "AND type = 'call.recording' ORDER BY id", user)
+                                    "AND type = 'call.recording' ORDER BY seq", user)
     assert [r["s"] for r in statuses] == ["absent", "completed"]
