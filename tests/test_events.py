@@ -221,8 +221,9 @@ async def test_a_stream_opened_while_an_event_is_being_published_gets_it_once_th
 
 async def test_a_streams_lease_is_renewed_while_it_is_open(start_service):
     # 6 s: renewed every 2 s, each renewal's pool wait bounded by 2 s, and the cover 5.4 s from
-    # each renewal's start. With 3 s, a renewal held up 1.7 s on a loaded CI machine ended the
-    # stream (4009), which is the service's answer to a lease it could not keep.
+    # each renewal's start. With 3 s, a renewal held up more than 1.7 s ends the stream (4009,
+    # the service's answer to a lease it could not keep): that happened once in CI, on a loaded
+    # machine.
     service = await start_service(COMMPRO_EVENTS_LISTEN_LEASE_S="6")
     user = new_user()
     ws = await service.client.ws_connect("/api/events", headers=service.auth(user))
