@@ -12,7 +12,7 @@ import subprocess
 import asyncpg
 import pytest
 
-from tests.bench import ab, disk, seed, stack
+from tests.bench import ab, disk, rounds, seed, stack
 from tests.conftest import create_database
 
 
@@ -156,3 +156,25 @@ def test_ab_alternates_which_revision_goes_first_and_compares_pairs_of_rounds():
     text = ab.table(report)
     assert "median 1.05× (1.00–1.10), faster in 1 of 2 pairs, slower in 0: 1.00, 1.10." in text
     assert "Answers other than 2xx: {'change def + edits': {'503': 2}}." in text
+
+
+def test_the_cpu_stolen_by_the_hypervisor_is_read_from_proc_stat_and_shown_per_round():
+    stat = "cpu  100 5 20 800 10 0 3 40 7 0\ncpu0 50 2 10 400 5 0 1 20 3 0\n"
+    # steal is the eighth number; guest (7) is inside user already, so not counted twice.
+    assert rounds.cpu_ticks(stat) == (40, 978)
+    assert rounds.cpu_ticks("intr 1 2 3\n") is None
+    assert rounds.stolen_pct((40, 978), (70, 1178)) == 15.0  # 30 of 200 ticks
+    assert rounds.stolen_pct(None, (70, 1178)) is None
+    assert rounds.stolen_pct((40, 978), (40, 978)) is None
+    here = rounds.cpu_ticks()  # this machine's: Linux
+    assert here is not None and 0 <= here[0] <= here[1]
+    samples = [{"rps": 10, "p50_ms": 1, "p99_ms": 2, "cpu_us": dict.fromkeys(rounds.CPU_PARTS, 1.0),
+                "codes": {"204": 10}, "stolen_pct": pct} for pct in (2.0, 40.0, 5.0)]
+    assert rounds.summary("S", samples, None)["stolen_pct"] == 5.0
+    row = ab.table({"kind": "status", "rounds": 3, "duration": 8.0, "when": "now", "machine": "here",
+                    "revisions": ["abc", "def"],
+                    "rows": [rounds.summary("change", samples, None)]})
+    assert row.splitlines()[-1].endswith("| 5.0 |")
+    from tests.bench.__main__ import webhook_line
+    line = webhook_line(rounds.summary("S1", samples, None) | {"sql_ceiling_tps": None, "of_ceiling": None})
+    assert line.endswith("| 1 / 1 / 1 | 5.0 | n/a | n/a |")

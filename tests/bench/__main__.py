@@ -215,17 +215,20 @@ def webhook_line(r: dict) -> str:
     ceiling_tps = f"{r['sql_ceiling_tps']:,.0f}" if r["sql_ceiling_tps"] else "n/a"
     of = f"{r['of_ceiling']:.2f}" if r["of_ceiling"] else "n/a"
     return (f"| {r['scenario']} | {r['rounds']} | {r['rps']:,.0f} | {ms(r['p50_ms'])} | {ms(r['p99_ms'])} | {versus} "
-            f"| {cpu} | {ceiling_tps} | {of} |")
+            f"| {cpu} | {ms(r.get('stolen_pct'))} | {ceiling_tps} | {of} |")
 
 
 def table(report: dict) -> str:
     out = [f"Measured {report['when']} on {report['machine']}.", "",
            ("| Webhooks (32 connections), median over rounds | rounds | rps | p50 ms | p99 ms "
-            "| × reference (min–max) | CPU µs/req server / PostgreSQL / load | SQL ceiling tps | of ceiling |"),
-           "|---|---|---|---|---|---|---|---|---|"]
+            "| × reference (min–max) | CPU µs/req server / PostgreSQL / load | CPU stolen % | SQL ceiling tps "
+            "| of ceiling |"),
+           "|---|---|---|---|---|---|---|---|---|---|"]
     out += [webhook_line(r) for r in report["webhooks"]]
     failed = {r["scenario"]: {c: n for c, n in r["codes"].items() if not c.startswith("2")} for r in report["webhooks"]}
     failed = {name: codes for name, codes in failed.items() if codes}
+    out += ["", ("CPU stolen: the share of the machine's CPU time the hypervisor gave elsewhere during the loads "
+                 "(/proc/stat's steal), median over rounds; where it is high, the rates measured the neighbours too.")]
     idle = report.get("idle_cpu_ms_per_s")
     if idle:
         out += ["", (f"At rest, before the loads: CommPro {ms(idle['server'])} ms of CPU per second, PostgreSQL "

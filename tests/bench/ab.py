@@ -216,15 +216,16 @@ def table(report: dict) -> str:
     out = [(f"A/B of {report['kind']}, {report['rounds']} rounds of {report['duration']} s, {report['when']} "
             f"on {report['machine']}."), "",
            ("| | rounds | rps | p50 ms | p99 ms | × reference (min–max) | CPU µs/req server / PostgreSQL / load "
-            "| WAL bytes/req |"),
-           "|---|---|---|---|---|---|---|---|"]
+            "| WAL bytes/req | CPU stolen % |"),
+           "|---|---|---|---|---|---|---|---|---|"]
     for row in report.get("rows", []):
         versus = ("1.00" if row["vs_reference"] is None
                   else f"{row['vs_reference']:.2f} ({row['vs_reference_min']:.2f}–{row['vs_reference_max']:.2f})")
         cpu = " / ".join("n/a" if row["cpu_us"][p] is None else f"{row['cpu_us'][p]:,.0f}" for p in rounds.CPU_PARTS)
         wal = "n/a" if row["wal_bytes"] is None else f"{row['wal_bytes']:,.0f}"
+        stolen = "n/a" if row.get("stolen_pct") is None else f"{row['stolen_pct']:.1f}"
         out.append(f"| {labels[row['scenario']]} | {row['rounds']} | {row['rps']:,.0f} | {row['p50_ms']:.1f} "
-                   f"| {row['p99_ms']:.1f} | {versus} | {cpu} | {wal} |")
+                   f"| {row['p99_ms']:.1f} | {versus} | {cpu} | {wal} | {stolen} |")
     failed = {labels[r["scenario"]]: {k: n for k, n in r["codes"].items() if not k.startswith("2")}
               for r in report.get("rows", [])}
     failed = {name: codes for name, codes in failed.items() if codes}

@@ -8,6 +8,12 @@ the ratios measured in the same round.
 
 CPU per request says where the time went: the server, PostgreSQL and the load generator share
 the machine's two cores, so a server that needs less CPU per request leaves more to the others.
+
+The share of the machine's CPU time the hypervisor gave to others (steal, /proc/stat) is
+measured over each load as well. On this virtual machine, sampled every 3 s, it was under 1 % at
+rest and 35-46 % through S1's loads in one run, which served 940-1,010 callbacks a second where
+the same server had served 1,970-2,060 a few minutes before: a round with much stolen measured
+the neighbours as much as the code.
 """
 
 from __future__ import annotations
@@ -42,6 +48,29 @@ def tree_seconds(root: psutil.Process) -> float:
             continue
         total += t.user + t.system + t.children_user + t.children_system
     return total
+
+
+def cpu_ticks(stat: str | None = None) -> tuple[int, int] | None:
+    """(stolen, all) clock ticks of the machine's CPUs so far, from the first line of /proc/stat
+    (`stat`, else the file's): user nice system idle iowait irq softirq steal; guest time is
+    already inside user and nice. None where there is no such file (not Linux)."""
+    if stat is None:
+        try:
+            stat = Path("/proc/stat").read_text()
+        except OSError:
+            return None
+    fields = stat.split("\n", 1)[0].split()
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    ticks = [int(value) for value in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def stolen_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The percentage of the CPU time between two cpu_ticks() that the hypervisor gave elsewhere."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
 
 
 def children_seconds() -> float:
@@ -89,9 +118,11 @@ class Meter:
         proc = psutil.Process(server)
         wal_before = await self._wal()
         before = (tree_seconds(proc), self._pg(), children_seconds())
+        ticks = cpu_ticks()
         result = await stack.load(script, base, kind, duration=self.timing.duration, warmup=self.timing.warmup,
                                   conns=self.timing.conns, extra=extra)
         after = (tree_seconds(proc), self._pg(), children_seconds())
+        result["stolen_pct"] = stolen_pct(ticks, cpu_ticks())
         wal_after = await self._wal()
         # The load counts the requests of its timed part only; the CPU runs through its warm-up
         # too, at about the same rate.
@@ -129,7 +160,8 @@ def summary(scenario: str, samples: list[dict], reference: list[dict] | None) ->
     row = {"scenario": scenario, "rounds": len(samples),
            **{key: median([s[key] for s in samples]) for key in ("rps", "p50_ms", "p99_ms")},
            "cpu_us": {part: median([s["cpu_us"][part] for s in samples]) for part in CPU_PARTS},
-           "wal_bytes": median([s.get("wal_bytes") for s in samples])}
+           "wal_bytes": median([s.get("wal_bytes") for s in samples]),
+           "stolen_pct": median([s.get("stolen_pct") for s in samples])}
     if reference is not None:
         ratios = [s["rps"] / r["rps"] for s, r in zip(samples, reference, strict=False) if r["rps"]]
         row |= {"vs_reference": median(ratios), "vs_reference_min": round(min(ratios), 2) if ratios else None,
