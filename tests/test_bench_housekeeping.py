@@ -1,6 +1,7 @@
 """`make bench`'s housekeeping on its PostgreSQL server: what killed runs leave is dropped at the
 next start, and a database some run is still connected to is not; the disk probe beside S3; the
-reference loads' SIDs split between them. `make ab`'s parts that are not timings: a revision's
+reference loads' SIDs split between them; the CPU stolen by the hypervisor, per round and per S3
+request. `make ab`'s parts that are not timings: a revision's
 files, the reference's own database, the pairs' order and their ratios."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import subprocess
 import asyncpg
 import pytest
 
-from tests.bench import ab, disk, rounds, seed, stack
+from tests.bench import ab, disk, rounds, seed, stack, steal
 from tests.conftest import create_database
 
 
@@ -178,3 +179,30 @@ def test_the_cpu_stolen_by_the_hypervisor_is_read_from_proc_stat_and_shown_per_r
     from tests.bench.__main__ import webhook_line
     line = webhook_line(rounds.summary("S1", samples, None) | {"sql_ceiling_tps": None, "of_ceiling": None})
     assert line.endswith("| 1 / 1 / 1 | 5.0 | n/a | n/a |")
+
+
+def test_s3_requests_are_split_by_whether_cpu_was_stolen_while_each_was_in_flight():
+    # Readings every 20 ms: 2 ticks stolen between 1040 and 1060, none elsewhere.
+    readings = [(1000.0, 5, 100), (1020.0, 5, 104), (1040.0, 5, 108), (1060.0, 7, 112), (1080.0, 7, 116)]
+    trace = [(1001.0, 3.0),    # within 1000-1020: none stolen
+             (1021.0, 4.0),    # 1020-1040: none
+             (1041.0, 30.0),   # 1040-1080: the steal
+             (1035.0, 10.0),   # 1020-1060: spans it
+             (990.0, 5.0),     # left before the first reading: left out
+             (1079.0, 5.0)]    # answered after the last: left out
+    split = steal.split(trace, readings)
+    assert split["none"] == {"requests": 2, "p50_ms": 4.0, "p99_ms": 4.0}
+    assert split["some"] == {"requests": 2, "p50_ms": 30.0, "p99_ms": 30.0}
+    assert steal.split([], readings)["none"] == {"requests": 0, "p50_ms": None, "p99_ms": None}
+    from tests.bench.__main__ import table
+    text = table({"when": "now", "machine": "here", "webhooks": [], "lists": [], "memory": {}, "s3_by_steal": split})
+    assert ("2 with none stolen, p50 4.0 ms, p99 4.0 ms; 2 with some, p50 30.0 ms, p99 30.0 ms." in text)
+
+
+def test_the_steal_probe_reads_this_machines_cpu_ticks_until_its_block_ends():
+    with steal.StealProbe(interval_s=0.01) as probe:
+        assert probe.wait_for(3, timeout=10)
+    taken = len(probe.readings)
+    times = [r[0] for r in probe.readings]
+    assert times == sorted(times) and all(0 <= stolen <= total for _, stolen, total in probe.readings)
+    assert not probe._thread.is_alive() and len(probe.readings) == taken

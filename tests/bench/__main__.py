@@ -18,6 +18,7 @@ written as each phase ends, so an interrupted run still leaves what it measured.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -33,7 +34,7 @@ from commpro.auth import mint_token
 from commpro.config import load_config
 from commpro.db import create_pool, migrate
 from commpro.logs import configure_logging
-from tests.bench import ceiling, disk, lists, rounds, seed, stack
+from tests.bench import ceiling, disk, lists, rounds, seed, stack, steal
 
 DURATION = float(os.environ.get("BENCH_DURATION", "10"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "2"))
@@ -126,11 +127,16 @@ async def main(report: dict) -> None:
         # and cache their first statements then: PostgreSQL showed 100 ms/s in those).
         await asyncio.sleep(IDLE_SECONDS)
         report["idle_cpu_ms_per_s"] = await meter.idle(commpro.pid, IDLE_SECONDS)
-        with disk.FsyncProbe(await disk.data_directory(database_url, work)) as probe:
+        traces: list[tuple[float, float]] = []
+        with disk.FsyncProbe(await disk.data_directory(database_url, work)) as probe, steal.StealProbe() as stolen:
             for n in range(S3_ROUNDS):
                 say(f"S3: inbound voice at 200/s, round {n + 1} of {S3_ROUNDS}")
-                samples[VOICE].append(await meter.run(commpro.pid, stack.LOAD_JS, base, "voice", ("--rate", "200")))
+                trace = work / f"s3-trace-{n}.json"
+                samples[VOICE].append(await meter.run(commpro.pid, stack.LOAD_JS, base, "voice",
+                                                      ("--rate", "200", "--trace", str(trace))))
+                traces += json.loads(trace.read_text())
         report["s3_fsync"] = probe.summary()
+        report["s3_by_steal"] = steal.split(traces, stolen.readings) if stolen.readings else None
         report["webhooks"] = webhook_rows(samples, {}, {})
         rss["S3"] = process.memory_info().rss / 2**20
         save(report)
@@ -241,6 +247,12 @@ def table(report: dict) -> str:
                      f"max {fsync['max_ms']:.1f} ms ({fsync['over_10ms']} over {disk.SLOW_MS:.0f} ms). Each S3 call "
                      "commits before its TwiML goes back, one user's commits one after another: a stall there is "
                      "in S3's p99.")]
+    by_steal = report.get("s3_by_steal")
+    if by_steal:
+        none, some = by_steal["none"], by_steal["some"]
+        out += ["", (f"S3's requests by the CPU stolen while each was in flight (/proc/stat every 20 ms, in ticks of 10 ms): "
+                     f"{none['requests']:,} with none stolen, p50 {ms(none['p50_ms'])} ms, p99 {ms(none['p99_ms'])} ms; "
+                     f"{some['requests']:,} with some, p50 {ms(some['p50_ms'])} ms, p99 {ms(some['p99_ms'])} ms.")]
     if failed:
         out += ["", f"Answers other than 2xx: {failed}."]
     out += ["", (f"| Lists, p50 / p95 ms ({seed.SMALL_ROWS:,} vs {seed.ROWS:,} rows) | 10k | 1M | ratio p50 "

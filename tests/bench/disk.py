@@ -11,12 +11,13 @@ beside PostgreSQL's data, and the report prints those latencies with S3's.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
-from typing import Self
 
 import asyncpg
+
+from tests.bench import rounds
+from tests.bench.probe import Probe
 
 BLOCK = b"\0" * 8192
 SLOW_MS = 10.0
@@ -35,54 +36,40 @@ async def data_directory(database_url: str, fallback: Path) -> Path:
     return directory if directory.is_dir() and os.access(directory, os.W_OK) else fallback
 
 
-class FsyncProbe:
+class FsyncProbe(Probe):
     """`with FsyncProbe(directory) as probe:` times an 8 KiB write's fdatasync every
     `interval_s` in a file of its own there, until the block ends; `summary()` after."""
 
+    name = "fsync-probe"
+
     def __init__(self, directory: Path, interval_s: float = 0.05) -> None:
+        super().__init__(interval_s)
         self.path = directory / f"bench-fsync-probe-{os.getpid()}"
-        self.interval_s = interval_s
-        self.latencies_ms: list[float] = []
-        self._stop = threading.Event()
-        self._sampled = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="fsync-probe", daemon=True)
+        self._fd = -1
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
+    @property
+    def latencies_ms(self) -> list[float]:
+        return self.samples
 
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def _open(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
 
-    def wait_for(self, samples: int, timeout: float) -> bool:
-        """Whether `samples` latencies were taken within `timeout` seconds."""
-        with self._sampled:
-            return self._sampled.wait_for(lambda: len(self.latencies_ms) >= samples, timeout)
+    def _sample(self) -> float:
+        os.pwrite(self._fd, BLOCK, 0)
+        started = time.perf_counter()
+        os.fdatasync(self._fd)
+        return (time.perf_counter() - started) * 1000
 
-    def _run(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            while not self._stop.is_set():
-                os.pwrite(fd, BLOCK, 0)
-                started = time.perf_counter()
-                os.fdatasync(fd)
-                with self._sampled:
-                    self.latencies_ms.append((time.perf_counter() - started) * 1000)
-                    self._sampled.notify_all()
-                self._stop.wait(self.interval_s)
-        finally:
-            os.close(fd)
-            self.path.unlink(missing_ok=True)
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self.path.unlink(missing_ok=True)
 
     def summary(self) -> dict:
         ordered = sorted(self.latencies_ms)
         if not ordered:
             return {"samples": 0}
-
-        def at(q: float) -> float:
-            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
-        return {"samples": len(ordered), "interval_ms": round(self.interval_s * 1000), "p50_ms": at(0.5),
-                "p99_ms": at(0.99), "max_ms": round(ordered[-1], 2),
+        return {"samples": len(ordered), "interval_ms": round(self.interval_s * 1000),
+                "p50_ms": rounds.percentile(ordered, 0.5), "p99_ms": rounds.percentile(ordered, 0.99),
+                "max_ms": round(ordered[-1], 2),
                 "over_10ms": sum(1 for v in ordered if v > SLOW_MS)}

@@ -5,8 +5,9 @@
 //   --rate R           open loop: R requests per second whatever the answers, latency counted from
 //                      each request's scheduled time (no coordinated omission); else closed loop
 //   --requests N       stop after N requests, or after --duration seconds if that comes first
+//   --trace FILE       with --rate: each timed request's [epoch ms sent, latency ms], as JSON (tests/bench/steal.py)
 // node load.js --base URL --token T [--sids FILE] [--msids FILE] [--to +E164] [--conns 32]
-//   [--duration 10] [--warmup 2] [--kind ...] [--rate R] [--requests N]
+//   [--duration 10] [--warmup 2] [--kind ...] [--rate R] [--requests N] [--trace FILE]
 // One JSON line out: requests, rps, p50_ms, p99_ms, codes.
 const http = require('http');
 const crypto = require('crypto');
@@ -82,6 +83,7 @@ async function closed(seconds, limit, record) {
   }));
   return { lat, codes };
 }
+const trace = [];
 async function open(seconds, record) {
   // Each request leaves at its scheduled time, answered or not; its latency counts from then.
   const lat = [], codes = {}, pending = [];
@@ -90,7 +92,10 @@ async function open(seconds, record) {
     const due = start + BigInt(Math.round(i * step));
     const wait = Number(due - process.hrtime.bigint()) / 1e6;
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-    pending.push(once(due).then(([code, ms]) => { if (record) { lat.push(ms); codes[code] = (codes[code] || 0) + 1; } }));
+    const sent = Date.now() - Number(process.hrtime.bigint() - due) / 1e6;  // its scheduled time, as its latency
+    pending.push(once(due).then(([code, ms]) => {
+      if (record) { lat.push(ms); trace.push([sent, ms]); codes[code] = (codes[code] || 0) + 1; }
+    }));
   }
   await Promise.all(pending);
   return { lat, codes };
@@ -104,5 +109,6 @@ async function open(seconds, record) {
   lat.sort((a, b) => a - b);
   const q = (p) => (lat.length ? +lat[Math.min(lat.length - 1, Math.floor(p * lat.length))].toFixed(2) : null);
   console.log(JSON.stringify({ requests: lat.length, rps: +(lat.length / secs).toFixed(1), p50_ms: q(0.5), p99_ms: q(0.99), codes }));
+  if (arg('trace')) fs.writeFileSync(arg('trace'), JSON.stringify(trace));
   agent.destroy();
 })();

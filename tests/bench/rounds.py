@@ -149,6 +149,11 @@ class Meter:
         return None if self.postgres is None else tree_seconds(self.postgres)
 
 
+def percentile(ordered: list[float], q: float) -> float | None:
+    """The value at `q` (0 to 1) of a sorted list, as the load generators take it; None if empty."""
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else None
+
+
 def median(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return round(statistics.median(present), 2) if present else None
